@@ -1,0 +1,74 @@
+"""Admin API, under /admin, for the admin key only (`server.admin_key_sha256`).
+
+Feature modules add their own admin routes through `admin_routes` (a list of (method, path,
+handler)); every admin handler runs behind `require_admin` and is logged as an audit line.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from gateway.auth import presented_key
+from gateway.errors import GatewayError, error_response, unauthorized
+from gateway.keys import hash_key
+from gateway.pipeline import current_gateway, request_id_of
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def check_admin(request: web.Request) -> None:
+    expected = current_gateway(request).config.server.admin_key_sha256
+    if expected is None:
+        raise GatewayError(403, "The admin API is disabled: set server.admin_key_sha256.", type="permission_error", code="admin_disabled")
+    key = presented_key(request.headers)
+    if key is None or not hmac.compare_digest(hash_key(key), expected):
+        raise unauthorized("Admin key required.")
+
+
+def require_admin(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        rid = request_id_of(request)
+        try:
+            check_admin(request)
+        except GatewayError as e:
+            return error_response(e, {"x-request-id": rid})
+        current_gateway(request).log.info("audit", action=f"{request.method} {request.path}", request_id=rid)
+        return await handler(request)
+    return wrapped
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    gw = current_gateway(request)
+    models = []
+    for route in gw.router.routes():
+        models.append({
+            "model": route.alias,
+            "policy": type(route.policy).__name__,
+            "deployments": [
+                {
+                    "name": d.name, "backend": d.backend.name, "kind": d.backend.kind, "local": d.backend.local,
+                    "healthy": d.backend.healthy, "active": d.active, "backend_active": d.backend.active,
+                    "max_concurrency": d.backend.max_concurrency, "weight": d.weight,
+                }
+                for d in route.deployments
+            ],
+        })
+    return json_response({"models": models})
+
+
+ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/admin/deployments", list_deployments),
+]
+
+
+def add_admin_routes(app: web.Application) -> None:
+    for method, path, handler in ADMIN_ROUTES:
+        app.router.add_route(method, path, require_admin(handler))

@@ -1,0 +1,101 @@
+"""The HTTP face: routes of the OpenAI-compatible API, health, metrics."""
+
+from __future__ import annotations
+
+import functools
+
+import orjson
+from aiohttp import web
+
+from gateway.admin import add_admin_routes
+from gateway.auth import authenticate
+from gateway.errors import GatewayError, error_response, model_not_found
+from gateway.pipeline import GATEWAY, current_gateway, handle_inference, request_id_of
+from gateway.runtime import Gateway, GatewayRef
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def _model_card(alias: str) -> dict[str, object]:
+    return {"id": alias, "object": "model", "created": 0, "owned_by": "switchyard"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    gw = current_gateway(request)
+    rid = {"x-request-id": request_id_of(request)}
+    try:
+        principal = authenticate(request.headers, gw.keys)
+    except GatewayError as e:
+        return error_response(e, rid)
+    data = [_model_card(a) for a in gw.router.aliases() if principal.may_use(a)]
+    return _json({"object": "list", "data": data}, headers=rid)
+
+
+async def get_model(request: web.Request) -> web.Response:
+    gw = current_gateway(request)
+    rid = {"x-request-id": request_id_of(request)}
+    alias = request.match_info["model"]
+    try:
+        principal = authenticate(request.headers, gw.keys)
+        if gw.router.get(alias) is None or not principal.may_use(alias):
+            raise model_not_found(alias)
+    except GatewayError as e:
+        return error_response(e, rid)
+    return _json(_model_card(alias), headers=rid)
+
+
+async def live(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    ok, per_model = current_gateway(request).readiness()
+    return _json({"status": "ready" if ok else "not_ready", "models": per_model}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=current_gateway(request).metrics.render(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+
+async def not_found(request: web.Request) -> web.Response:
+    err = GatewayError(404, f"Unknown path: {request.method} {request.path}", code="unknown_path")
+    return error_response(err, {"x-request-id": request_id_of(request)})
+
+
+@web.middleware
+async def method_not_allowed(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed:
+        err = GatewayError(405, f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed")
+        return error_response(err, {"x-request-id": request_id_of(request)})
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    app = web.Application(
+        client_max_size=gateway.config.server.max_body_bytes, middlewares=[method_not_allowed]
+    )
+    app[GATEWAY] = GatewayRef(gateway)
+    for path, endpoint in (("/v1/chat/completions", "chat"), ("/v1/completions", "completions"), ("/v1/embeddings", "embeddings")):
+        app.router.add_post(path, functools.partial(handle_inference, endpoint=endpoint))
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    add_admin_routes(app)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+
+    async def on_startup(app: web.Application) -> None:
+        await app[GATEWAY].current.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await app[GATEWAY].current.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

@@ -1,0 +1,114 @@
+"""Phase 7b, forward: upstream response -> client, as bytes.
+
+Non-streamed: the body is read whole (it is one JSON document) and sent as is; usage is read from
+it. Streamed: SSE bytes go out as they arrive through the SSERelay; the client response is
+committed (headers sent) only when the first bytes are ready, so until then a failure can still be
+answered with a clean error, or retried. After that, a broken upstream ends the stream with an
+error event, which the openai SDK raises as APIError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+from aiohttp import web
+
+from backends.base import Upstream, UpstreamConnectError, UpstreamTimeout
+from gateway.context import RequestContext
+from gateway.errors import bad_gateway, gateway_timeout
+from gateway.sse import SSERelay, usage_of_body
+
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def record_usage(ctx: RequestContext, usage: dict | None) -> None:
+    if not usage:
+        return
+    ctx.usage.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    ctx.usage.completion_tokens = int(usage.get("completion_tokens") or 0)
+    ctx.usage.known = True
+
+
+async def forward_body(ctx: RequestContext, upstream: Upstream) -> web.Response:
+    body = await upstream.read()
+    upstream.release()
+    ctx.first_byte_at = time.perf_counter()
+    if upstream.status < 300:
+        record_usage(ctx, usage_of_body(body))
+    headers = dict(ctx.response_headers)
+    headers["Content-Type"] = upstream.headers.get("Content-Type", "application/json")
+    ctx.status = upstream.status
+    ctx.response_complete = upstream.status < 300
+    if ctx.capture_body:
+        ctx.response_body = body
+    return web.Response(status=upstream.status, body=body, headers=headers)
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were writing to it."""
+
+
+async def forward_stream(
+    request: web.Request, ctx: RequestContext, upstream: Upstream, strip_usage: bool
+) -> web.StreamResponse:
+    relay = SSERelay(strip_usage)
+    resp: web.StreamResponse | None = None
+    captured: list[bytes] | None = [] if ctx.capture_body else None
+    try:
+        async for chunk in upstream.iter_chunks():
+            out = relay.feed(chunk)
+            if not out:
+                continue
+            if resp is None:
+                resp = await _commit(request, ctx, upstream.status)
+            await resp.write(out)
+            if captured is not None:
+                captured.append(out)
+        tail = relay.flush()
+        if tail:
+            resp = resp or await _commit(request, ctx, upstream.status)
+            await resp.write(tail)
+            if captured is not None:
+                captured.append(tail)
+        upstream.release()
+    except (UpstreamTimeout, UpstreamConnectError) as e:
+        upstream.close()
+        ctx.error_type = "broken_stream"
+        if resp is None:  # nothing reached the client yet: a plain error response is still possible
+            raise (gateway_timeout if isinstance(e, UpstreamTimeout) else bad_gateway)(str(e)) from None
+        await _write_error_event(resp, str(e))
+        return resp
+    except (ConnectionResetError, asyncio.CancelledError):
+        upstream.close()  # the engine sees the disconnect and frees the GPU slot at once
+        ctx.status = 499
+        ctx.error_type = "client_closed"
+        raise
+    record_usage(ctx, relay.usage)
+    if resp is None:  # the upstream sent an empty body
+        resp = await _commit(request, ctx, upstream.status)
+    if not relay.done:
+        ctx.error_type = "incomplete_stream"
+    await resp.write_eof()
+    ctx.response_complete = relay.done and upstream.status < 300
+    if captured is not None:
+        ctx.response_body = b"".join(captured)
+    return resp
+
+
+async def _commit(request: web.Request, ctx: RequestContext, status: int) -> web.StreamResponse:
+    resp = web.StreamResponse(status=status, headers={**ctx.response_headers, **SSE_HEADERS})
+    await resp.prepare(request)
+    ctx.status = status
+    ctx.first_byte_at = time.perf_counter()
+    return resp
+
+
+async def _write_error_event(resp: web.StreamResponse, message: str) -> None:
+    event = {"error": {"message": f"The upstream stream broke: {message}", "type": "upstream_error", "code": "broken_stream"}}
+    try:
+        await resp.write(b"data: " + orjson.dumps(event) + b"\n\n")
+        await resp.write_eof()
+    except ConnectionResetError:
+        pass

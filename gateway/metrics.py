@@ -1,0 +1,83 @@
+"""Prometheus metrics, on a registry owned by the app (no global state; several gateways can run in
+one process, as tests do). Label values are bounded: model aliases, deployments, teams, status
+codes; never keys or session ids.
+
+`labels()` lookups cost a dict probe and a lock in prometheus-client; the hot path caches the child
+objects per label tuple (`_child`) so a request pays for the increments only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gateway.context import RequestContext
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "switchyard_requests", "Requests answered, by model alias, deployment, team and HTTP status.",
+            ["model", "deployment", "team", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "switchyard_request_duration_seconds", "Whole request time, arrival to last byte.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "switchyard_time_to_first_token_seconds", "Arrival to the first body byte sent to the client.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "switchyard_tokens", "Tokens reported by upstreams, by model, team and kind (prompt|completion).",
+            ["model", "team", "kind"], registry=r,
+        )
+        self.in_flight = Gauge(
+            "switchyard_deployment_in_flight", "Requests in flight on a deployment (until the body ends).",
+            ["deployment"], registry=r,
+        )
+        self.backend_up = Gauge(
+            "switchyard_backend_up", "1 when the backend's last health probe succeeded.", ["backend"], registry=r,
+        )
+        self.upstream_errors = Counter(
+            "switchyard_upstream_errors", "Upstream faults by deployment and kind (connect, timeout, status, broken_stream).",
+            ["deployment", "kind"], registry=r,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def in_flight_for(self, deployment: str) -> Any:
+        return self._child(self.in_flight, deployment)
+
+    def upstream_error(self, deployment: str, kind: str) -> None:
+        self._child(self.upstream_errors, deployment, kind).inc()
+
+    def observe(self, ctx: RequestContext) -> None:
+        team = ctx.principal.team if ctx.principal else ""
+        model = ctx.model if ctx.route is not None else ""  # unknown aliases stay out of label values
+        deployment = ctx.deployment.name if ctx.deployment else ""
+        self._child(self.requests, model, deployment, team, str(ctx.status)).inc()
+        if ctx.route is None:
+            return
+        if ctx.latency_s is not None:
+            self._child(self.latency, model).observe(ctx.latency_s)
+        if ctx.ttft_s is not None and 200 <= ctx.status < 300:
+            self._child(self.ttft, model).observe(ctx.ttft_s)
+        if ctx.usage.known:
+            self._child(self.tokens, model, team, "prompt").inc(ctx.usage.prompt_tokens)
+            self._child(self.tokens, model, team, "completion").inc(ctx.usage.completion_tokens)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,40 @@
+"""The extension point for pipeline phases that sit between routing and dispatch (rate limits,
+budgets, caches ...). Each phase sees the RequestContext before the upstream call and again once the
+request is over, in reverse order, like middleware:
+
+    on_request(ctx) -> None to go on, or a response to answer with at once (a cache hit), or raise
+                       GatewayError to refuse (a limit);
+    on_complete(ctx) -> settle (refund, store, record). Called for every phase whose on_request ran,
+                        whatever happened after it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from aiohttp import web
+
+from gateway.context import RequestContext
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+
+class Phase(Protocol):
+    name: str
+
+    async def on_request(self, ctx: RequestContext) -> web.StreamResponse | None: ...
+
+    async def on_complete(self, ctx: RequestContext) -> None: ...
+
+
+# Phases in the order they run (on_complete runs in reverse). Each entry builds a phase from the
+# Gateway, or returns None when its feature is not configured. Admission (rate limits, budgets)
+# comes before caches, so a cache hit still counts toward request limits.
+PHASE_FACTORIES: list[Callable[["Gateway"], Phase | None]] = [
+]
+
+
+def build_phases(gateway: "Gateway") -> list[Phase]:
+    phases = [factory(gateway) for factory in PHASE_FACTORIES]
+    return [p for p in phases if p is not None]

@@ -1,0 +1,88 @@
+"""The gateway's runtime state, built from a Config: backends, routes, keys, metrics, prober.
+
+One object, owned by the aiohttp app (no module-level state), so a test can run several gateways
+in one process and a reload can build a new one beside the old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from backends import backend_class, is_local_kind
+from backends.base import Backend
+from backends.health import HealthProber
+from gateway.config import Config
+from gateway.keys import KeyTable, Principal
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
+from gateway.phases import Phase, build_phases
+from gateway.redis_client import make_redis
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+from gateway.routing import Router
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.log = get_logger("switchyard")
+        self.keys = KeyTable({k.sha256: Principal(k.name, k.team, frozenset(k.models)) for k in config.keys})
+        self.backends: dict[str, Backend] = {}
+        for b in config.backends:
+            local = is_local_kind(b.kind) if b.local is None else b.local
+            self.backends[b.name] = backend_class(b.kind)(b, b.timeouts or config.server.timeouts, local)
+        self.router = Router.build(config, self.backends)
+        self.prober = HealthProber(
+            list(self.backends.values()), config.server.health_check_interval_s, self._on_probe
+        )
+        self.background: set[asyncio.Task[Any]] = set()
+        # Shared state for several processes; None = this process keeps its state in memory.
+        self.redis: Redis | None = make_redis(config.redis) if config.redis is not None else None
+        self.phases: list[Phase] = build_phases(self)
+
+    def _on_probe(self, backend: Backend, changed: bool) -> None:
+        self.metrics.backend_up.labels(backend.name).set(1 if backend.healthy else 0)
+        if changed:
+            self.log.warning("backend_health", backend=backend.name, healthy=backend.healthy)
+
+    async def start(self) -> None:
+        for backend in self.backends.values():
+            await backend.start()
+        self.prober.start()
+        self.log.info(
+            "gateway_started", models=self.router.aliases(), backends=list(self.backends), keys=len(self.keys)
+        )
+
+    async def stop(self) -> None:
+        await self.prober.stop()
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
+        for backend in self.backends.values():
+            await backend.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    def readiness(self) -> tuple[bool, dict[str, bool]]:
+        """Ready when every model has at least one deployment whose backend answered its probe."""
+        per_model = {
+            r.alias: self.prober.rounds > 0 and any(d.backend.healthy for d in r.deployments)
+            for r in self.router.routes()
+        }
+        return all(per_model.values()), per_model
+
+    def spawn(self, coro: Any) -> None:
+        """Run work that must outlive a cancelled request (settling after a client disconnect)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+class GatewayRef:
+    """What the aiohttp app holds: the current Gateway. A config reload builds a new Gateway and
+    swaps `current`; requests already running keep the one they started with."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.current = gateway

@@ -1,0 +1,67 @@
+"""Running the gateway: in the background of an existing loop (tests, benchmarks, the swarm) or as
+the main program (`switchyard serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.app import build_app
+from gateway.config import Config
+from gateway.runtime import Gateway
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Base URL for an OpenAI client."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_gateway(config: Config, host: str | None = None, port: int | None = None) -> RunningGateway:
+    """Start serving on (host, port) from the config unless given; port 0 picks a free port."""
+    gateway = Gateway(config)
+    # handler_cancellation: a client that disconnects cancels its handler at once, which closes the
+    # upstream request so the engine frees the GPU slot (aiohttp's default is to keep running).
+    runner = web.AppRunner(build_app(gateway), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    host = host or config.server.host
+    site = web.TCPSite(runner, host, config.server.port if port is None else port, reuse_address=True, backlog=1024)
+    await site.start()
+    bound = runner.addresses[0][1]
+    return RunningGateway(gateway, runner, host, bound)
+
+
+async def serve(config: Config, host: str | None = None, port: int | None = None, before_start=None) -> None:
+    """Serve until SIGINT/SIGTERM. `before_start` is awaited first (e.g. to start simulated engines)
+    and may return an async cleanup callable."""
+    cleanup = await before_start() if before_start else None
+    running = await start_gateway(config, host, port)
+    running.gateway.log.info("listening", url=running.base)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        running.gateway.log.info("shutting_down")
+        await running.stop()
+        if cleanup:
+            await cleanup()
