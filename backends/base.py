@@ -41,6 +41,10 @@ class UpstreamConnectError(Exception):
 class UpstreamTimeout(Exception):
     """The upstream did not answer in time (connect, first byte, gap between chunks, or total)."""
 
+    def __init__(self, message: str, phase: str = "read") -> None:
+        super().__init__(message)
+        self.phase = phase  # "connect" | "ttfb" | "idle" | "total" | "read"
+
 
 class Backend(ABC):
     def __init__(self, config: "BackendConfig", timeouts: "Timeouts", local: bool) -> None:
@@ -49,13 +53,19 @@ class Backend(ABC):
         self.kind = config.kind
         self.local = local
         self.timeouts = timeouts
+        self.ttfb_s: float = timeouts.ttfb_s or timeouts.read_s  # request sent -> first body byte
+        self.idle_s: float = timeouts.idle_s or timeouts.read_s  # longest gap between stream chunks
         self.max_concurrency = config.max_concurrency
         self.active = 0  # in-flight requests on this backend, all its deployments together
         self.healthy = True  # until the first probe says otherwise
 
     @abstractmethod
-    async def open(self, path: str, body: bytes, request_id: str) -> Upstream:
-        """POST `body` to `path` (e.g. "/chat/completions") and return once headers arrived."""
+    async def open(self, path: str, body: bytes, request_id: str, ttfb_s: float | None = None) -> Upstream:
+        """POST `body` to `path` (e.g. "/chat/completions") and return once headers arrived.
+
+        `ttfb_s` (default: the backend's own) bounds the wait from sending to the first body byte:
+        the headers here, and the first chunk of `iter_chunks`; later chunks are bounded by the
+        idle gap. Both raise UpstreamTimeout with `phase` set."""
 
     @abstractmethod
     async def probe(self) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from backends.base import Backend
+from backends.breaker import CircuitBreaker
 
 
 @dataclass(eq=False, slots=True)
@@ -14,6 +16,10 @@ class Deployment:
     weight: float = 1.0
     active: int = 0  # in-flight on this deployment; drops when the response body ends
     name: str = field(init=False)  # "backend/upstream-model": the label in metrics and logs
+    # Resilience: the breaker guarding this deployment (None = none), and the end of a 429
+    # cool-down (time.monotonic; the upstream's Retry-After).
+    breaker: CircuitBreaker | None = None
+    cool_until: float = 0.0
 
     def __post_init__(self) -> None:
         self.name = f"{self.backend.name}/{self.upstream_model}"
@@ -21,6 +27,17 @@ class Deployment:
     def has_capacity(self) -> bool:
         limit = self.backend.max_concurrency
         return limit is None or self.backend.active < limit
+
+    def allows(self) -> bool:
+        """Not in a 429 cool-down, and the breaker admits a request (open -> half-open when due)."""
+        if self.cool_until and time.monotonic() < self.cool_until:
+            return False
+        return self.breaker is None or self.breaker.allows()
+
+    def retry_in(self) -> float:
+        """Seconds until this deployment may take a request again (0 = now)."""
+        wait = max(0.0, self.cool_until - time.monotonic())
+        return max(wait, self.breaker.retry_in()) if self.breaker is not None else wait
 
     def acquire(self) -> None:
         self.active += 1

@@ -16,29 +16,52 @@ from backends.base import Backend, Upstream, UpstreamConnectError, UpstreamTimeo
 
 
 class _AiohttpUpstream(Upstream):
-    __slots__ = ("_resp", "status", "headers")
+    """`first_deadline` (loop time) bounds the first body byte; `idle_s` every later gap."""
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    __slots__ = ("_resp", "status", "headers", "_first_deadline", "_idle_s")
+
+    def __init__(self, resp: aiohttp.ClientResponse, first_deadline: float, idle_s: float) -> None:
         self._resp = resp
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
+        self._first_deadline = first_deadline
+        self._idle_s = idle_s
+
+    def _timeout(self, phase: str) -> UpstreamTimeout:
+        what = {"ttfb": "no first byte from upstream in time (time-to-first-byte timeout)",
+                "idle": f"no data from upstream for {self._idle_s:g}s (idle timeout between chunks)"}[phase]
+        return UpstreamTimeout(what, phase)
 
     async def read(self) -> bytes:
+        # Headers arrived within the time to first byte; the body follows them, so a stall while
+        # reading it is an idle gap.
         try:
-            return await self._resp.read()
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout("upstream stopped sending the response body") from None
+            async with asyncio.timeout(self._idle_s):
+                return await self._resp.read()
+        except TimeoutError as e:
+            if isinstance(e, aiohttp.ServerTimeoutError):
+                raise UpstreamTimeout("upstream exceeded the total timeout", "total") from None
+            raise self._timeout("idle") from None
         except aiohttp.ClientError as e:
             raise UpstreamConnectError(f"upstream broke the response: {e.__class__.__name__}") from None
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         # iter_any, not line iteration: SSE lines can pass aiohttp's 128 KiB line limit.
+        content = self._resp.content
+        phase = "ttfb"
         try:
-            async for chunk in self._resp.content.iter_any():
+            async with asyncio.timeout_at(self._first_deadline):
+                chunk = await content.readany()
+            phase = "idle"
+            while chunk:
                 yield chunk
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout("no data from upstream within the read timeout") from None
-        except aiohttp.ClientPayloadError as e:
+                async with asyncio.timeout(self._idle_s):
+                    chunk = await content.readany()
+        except TimeoutError as e:
+            if isinstance(e, aiohttp.ServerTimeoutError):
+                raise UpstreamTimeout("upstream exceeded the total timeout", "total") from None
+            raise self._timeout(phase) from None
+        except aiohttp.ClientError as e:
             raise UpstreamConnectError(f"upstream broke the stream: {e.__class__.__name__}") from None
 
     def close(self) -> None:
@@ -56,7 +79,9 @@ class OpenAICompatBackend(Backend):
         # 100 connections would silently queue requests inside the client instead.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         t = self.timeouts
-        timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, connect=t.connect_s, sock_read=t.read_s)
+        # sock_read is not used: time to first byte and the idle gap are enforced per request
+        # (_AiohttpUpstream), since the first may be set per model and differs from the second.
+        timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, connect=t.connect_s)
         headers = {"Content-Type": "application/json", **self.config.headers}
         if self.config.api_key is not None:
             headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
@@ -70,17 +95,24 @@ class OpenAICompatBackend(Backend):
             await self._session.close()
             self._session = None
 
-    async def open(self, path: str, body: bytes, request_id: str) -> Upstream:
+    async def open(self, path: str, body: bytes, request_id: str, ttfb_s: float | None = None) -> Upstream:
         assert self._session is not None, "backend not started"
+        ttfb = ttfb_s or self.ttfb_s
+        deadline = asyncio.get_running_loop().time() + ttfb
         try:
-            resp = await self._session.post(
-                self.config.url + path, data=body, headers={"X-Request-Id": request_id}
-            )
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout(f"backend {self.name!r} did not answer in time") from None
+            async with asyncio.timeout_at(deadline):
+                resp = await self._session.post(
+                    self.config.url + path, data=body, headers={"X-Request-Id": request_id}
+                )
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamTimeout(f"backend {self.name!r}: connect timeout ({self.timeouts.connect_s:g}s)", "connect") from None
+        except aiohttp.ServerTimeoutError:
+            raise UpstreamTimeout(f"backend {self.name!r}: total timeout ({self.timeouts.total_s}s)", "total") from None
+        except TimeoutError:
+            raise UpstreamTimeout(f"backend {self.name!r}: no first byte within {ttfb:g}s (time-to-first-byte timeout)", "ttfb") from None
         except aiohttp.ClientError as e:
             raise UpstreamConnectError(f"backend {self.name!r} unreachable: {e.__class__.__name__}") from None
-        return _AiohttpUpstream(resp)
+        return _AiohttpUpstream(resp, deadline, self.idle_s)
 
     async def probe(self) -> bool:
         assert self._session is not None, "backend not started"

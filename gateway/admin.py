@@ -64,8 +64,14 @@ async def list_deployments(request: web.Request) -> web.Response:
     return json_response({"models": models})
 
 
+async def list_breakers(request: web.Request) -> web.Response:
+    """Circuit breaker, 429 cool-down and health of every deployment (gateway/resilience.py)."""
+    return json_response({"deployments": current_gateway(request).resilience.status()})
+
+
 ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/admin/deployments", list_deployments),
+    ("GET", "/admin/breakers", list_breakers),
 ]
 
 

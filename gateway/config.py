@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from backends import BACKEND_KINDS
 from policies import POLICIES
+from gateway.resilience_config import BreakerConfig, ResilienceConfig
 
 
 class Strict(BaseModel):
@@ -27,6 +28,8 @@ class Timeouts(Strict):
     connect_s: float = Field(5.0, gt=0, description="TCP connect to the upstream")
     read_s: float = Field(600.0, gt=0, description="longest wait for any upstream read (first byte or next chunk)")
     total_s: float | None = Field(None, gt=0, description="whole request; None = no limit (long streams)")
+    ttfb_s: float | None = Field(None, gt=0, description="request sent -> first response byte; None = read_s")
+    idle_s: float | None = Field(None, gt=0, description="longest gap between stream chunks; None = read_s")
 
 
 class ServerConfig(Strict):
@@ -64,6 +67,7 @@ class BackendConfig(Strict):
     timeouts: Timeouts | None = None
     local: bool | None = Field(None, description="a local GPU engine (default by kind) or a remote API")
     stream_usage: bool = Field(True, description="engine accepts stream_options.include_usage")
+    breaker: BreakerConfig | None = Field(None, description="this backend's breakers; None = resilience.breaker")
 
     @field_validator("kind")
     @classmethod
@@ -90,6 +94,9 @@ class ModelConfig(Strict):
     name: str = Field(min_length=1, description="the alias clients put in `model`")
     policy: str = "least-active"
     deployments: list[DeploymentConfig] = Field(min_length=1)
+    fallbacks: list[str] = Field([], description="aliases tried in order when no deployment can serve")
+    ttfb_s: float | None = Field(None, gt=0, description="time to first byte for this model (long prefill)")
+    hedge_after_s: float | None = Field(None, gt=0, description="no first byte after this: send a second copy")
 
     @field_validator("policy")
     @classmethod
@@ -122,6 +129,7 @@ class Config(Strict):
     models: list[ModelConfig] = []
     teams: list[TeamConfig] = []
     keys: list[KeyConfig] = []
+    resilience: ResilienceConfig = ResilienceConfig()
 
 
 def _check_sha256(v: str) -> str:
@@ -253,6 +261,10 @@ def cross_check(raw: dict[str, Any]) -> list[tuple[str, str]]:
             ref = d.get("backend") if isinstance(d, dict) else None
             if isinstance(ref, str) and ref not in backends:
                 problems.append((f"models[{i}]({m.get('name')}).deployments[{j}].backend", f"no backend named {ref!r}"))
+        fallbacks = m.get("fallbacks")
+        for f in fallbacks if isinstance(fallbacks, list) else []:
+            if isinstance(f, str) and (f not in models or f == m.get("name")):
+                problems.append((f"models[{i}]({m.get('name')}).fallbacks", f"no other model named {f!r}"))
     hashes: set[str] = set()
     for i, k in enumerate(items("keys")):
         where = f"keys[{i}]({k.get('name')})"

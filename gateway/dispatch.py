@@ -1,4 +1,5 @@
-"""Phases 6-7, choose and send: pick a deployment, send the request, hand the answer to forward.
+"""Phases 6-7, choose and send: pick a deployment, send the request, hand the answer to forward;
+retry, fall back and hedge while nothing has reached the client.
 
 The request body is forwarded as received unless the upstream needs it changed: the upstream model
 name differs from the alias, or the gateway must ask for stream usage. Then the parsed payload is
@@ -6,9 +7,29 @@ serialized once (orjson) with those fields set; nothing else is touched.
 
 The deployment's in-flight count rises before the upstream call and drops only when the response
 body has ended (or failed), in a `finally`, so least-active sees streams that are still running.
+
+Resilience (settings in `[resilience]`, state in gateway/resilience.py):
+- An attempt (`_Attempt.run`) waits for the first upstream bytes (the first SSE chunk, or the whole
+  non-streamed body) before anything is sent to the client. Any failure up to there is an
+  `_AttemptFailed` and may be retried: connection errors, timeouts, statuses in `retry_on`.
+- Each retry goes to a deployment not tried yet (this alias first, then the fallback aliases in
+  order), else to one already tried; after a full-jitter backoff; only while `max_attempts` and the
+  retry budget allow. A 429/503 with Retry-After puts its deployment in a cool-down; when nothing
+  else can serve, the gateway waits for the cool-down itself if it is short (`max_retry_after_s`).
+- Once the first byte reached the client nothing is retried: a stream that breaks ends with an SSE
+  error event (forward.py) and counts as a breaker failure.
+- Breakers: every attempt is a ticket on its deployment's breaker; 5xx, timeouts, connection errors
+  and broken streams are failures, 2xx successes, client 4xx (and 429) neutral.
+- Nothing can serve at all: 503 with Retry-After at once (errors.unavailable).
+- Hedging (`models[].hedge_after_s`): no first byte from the first attempt after that delay sends a
+  copy to another deployment; the first to get its first byte wins, the other is cancelled.
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
 
 import orjson
 from aiohttp import web
@@ -16,9 +37,11 @@ from aiohttp import web
 from backends.base import Upstream, UpstreamConnectError, UpstreamTimeout
 from backends.deployment import Deployment
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, bad_gateway, gateway_timeout
+from gateway.errors import GatewayError, bad_gateway, gateway_timeout, unavailable
 from gateway.forward import forward_body, forward_stream
 from gateway.request import ENDPOINTS
+from gateway.resilience import ModelSettings, parse_retry_after
+from gateway.routing import ModelRoute
 from gateway.runtime import Gateway
 
 # Upstream statuses that mean the gateway's own setup is wrong (its key, its model name), not the
@@ -41,52 +64,276 @@ def upstream_body(ctx: RequestContext, deployment: Deployment) -> tuple[bytes, b
     return orjson.dumps(payload), inject_usage
 
 
+class _AttemptFailed(Exception):
+    """An attempt failed before anything reached the client."""
+
+    def __init__(self, kind: str, error: GatewayError | None = None, upstream: Upstream | None = None,
+                 body: bytes = b"", retryable: bool = True) -> None:
+        super().__init__(kind)
+        self.kind = kind  # "connect" | "timeout" | "status_NNN"
+        self.error = error  # what the client gets if this is the last word (connect/timeout)
+        self.upstream = upstream  # ... or this upstream answer, passed through (status failures)
+        self.body = body
+        self.retryable = retryable
+
+
+class _Attempt:
+    """One upstream request on one deployment: its in-flight count, policy hooks, breaker ticket."""
+
+    def __init__(self, ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment) -> None:
+        self.ctx, self.gw, self.route, self.deployment = ctx, gw, route, deployment
+        self.upstream: Upstream | None = None
+        self.chunks: AsyncIterator[bytes] | None = None
+        self.body: bytes | None = None
+        self.injected = False
+        self._ended = False
+        self._in_flight = gw.metrics.in_flight_for(deployment.name)
+        deployment.acquire()
+        self._in_flight.inc()
+        route.policy.on_start(deployment, ctx)
+        self.ticket = deployment.breaker.start() if deployment.breaker is not None else 0
+        gw.metrics._child(gw.metrics.upstream_attempts, deployment.name).inc()
+
+    async def run(self, ttfb_s: float | None) -> "_Attempt":
+        """Send, and wait for the first bytes of the answer; raise _AttemptFailed before that."""
+        ctx, d, gw = self.ctx, self.deployment, self.gw
+        body, self.injected = upstream_body(ctx, d)
+        try:
+            up = self.upstream = await d.backend.open(ENDPOINTS[ctx.endpoint][0], body, ctx.request_id, ttfb_s)
+            if up.status >= 400:
+                raw = await up.read()
+                up.release()
+                return self._status_failure(up, raw)
+            if ctx.stream and up.headers.get("Content-Type", "").startswith("text/event-stream"):
+                rest = up.iter_chunks()
+                self.chunks = _chain(await rest.__anext__(), rest)  # the first chunk is here
+            else:
+                self.body = await up.read()
+                up.release()
+        except UpstreamTimeout as e:
+            self._drop()
+            gw.metrics.upstream_error(d.name, "timeout")
+            raise _AttemptFailed("timeout", gateway_timeout(str(e))) from None
+        except (UpstreamConnectError, StopAsyncIteration) as e:
+            self._drop()
+            gw.metrics.upstream_error(d.name, "connect")
+            raise _AttemptFailed("connect", bad_gateway(str(e) or "upstream sent an empty stream")) from None
+        return self
+
+    def _status_failure(self, up: Upstream, raw: bytes) -> "_Attempt":
+        status, d = up.status, self.deployment
+        if status >= 500:
+            self.gw.metrics.upstream_error(d.name, "status")
+        retry_after = parse_retry_after(up.headers)
+        if status in (429, 503) and retry_after:
+            d.cool_until = max(d.cool_until, time.monotonic() + retry_after)
+        if status in self.gw.resilience.retry_on:
+            raise _AttemptFailed(f"status_{status}", upstream=up, body=raw)
+        self.body = raw  # a final answer (client 4xx, 5xx not retried): passed through
+        return self
+
+    def _drop(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def end(self, outcome: str) -> None:
+        """outcome: "success" | "failure" | "neutral". Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        d = self.deployment
+        d.release()
+        self._in_flight.dec()
+        self.route.policy.on_finish(d, self.ctx)
+        if d.breaker is not None:
+            getattr(d.breaker, outcome)(self.ticket)
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+def _outcome_of(kind: str) -> str:
+    if kind in ("connect", "timeout") or kind.startswith("status_5"):
+        return "failure"
+    return "neutral"  # 429 and other 4xx: the upstream is alive
+
+
 async def dispatch(request: web.Request, ctx: RequestContext, gw: Gateway) -> web.StreamResponse:
     assert ctx.route is not None
-    deployment = ctx.route.choose(ctx)
-    ctx.deployment = deployment
-    ctx.attempts += 1
-    ctx.response_headers["x-switchyard-deployment"] = deployment.name
-    body, injected = upstream_body(ctx, deployment)
-    in_flight = gw.metrics.in_flight_for(deployment.name)
-    deployment.acquire()
-    in_flight.inc()
-    ctx.route.policy.on_start(deployment, ctx)
+    res = gw.resilience
+    res.budget.record_request()
+    settings = res.model(ctx.route.alias)
+    routes = [ctx.route] + [r for r in (gw.router.get(a) for a in settings.fallbacks) if r is not None]
+    tried: set[str] = set()
+    last: _AttemptFailed | None = None
+    attempts = 0
+    while True:
+        if attempts:
+            assert last is not None
+            if not last.retryable or attempts >= res.cfg.max_attempts:
+                return _final(ctx, last, gw)
+            if not res.budget.try_spend():
+                gw.metrics._child(gw.metrics.retry_budget_exhausted, ctx.route.alias).inc()
+                return _final(ctx, last, gw)
+            gw.metrics._child(gw.metrics.retries, ctx.route.alias, last.kind).inc()
+            await asyncio.sleep(res.backoff(attempts))
+        route, deployment = _pick(ctx, routes, tried)
+        if deployment is None:
+            wait = min((d.retry_in() for r in routes for d in r.deployments), default=1.0)
+            if last is not None and 0 < wait <= res.cfg.max_retry_after_s:
+                await asyncio.sleep(wait)  # a short cool-down (Retry-After) or breaker: wait it out
+                route, deployment = _pick(ctx, routes, tried)
+            if deployment is None:
+                if last is not None:
+                    return _final(ctx, last, gw)
+                raise unavailable(
+                    f"No deployment of model `{ctx.route.alias}` (or its fallbacks) can take a request now "
+                    "(all down, failing or at capacity); retry shortly.", retry_after=max(1.0, wait),
+                )
+        attempts += 1
+        ctx.attempts = attempts
+        tried.add(deployment.name)
+        try:
+            if settings.hedge_after_s and attempts == 1:
+                attempt = await _hedged(ctx, gw, route, deployment, routes, tried, settings)
+            else:
+                attempt = await _run(ctx, gw, route, deployment, settings.ttfb_s)
+        except _AttemptFailed as failed:
+            last = failed
+            continue
+        return await _answer(request, ctx, gw, attempt)
+
+
+def _pick(ctx: RequestContext, routes: list[ModelRoute], tried: set[str]) -> tuple[ModelRoute, Deployment | None]:
+    """An untried deployment (this alias first, then the fallbacks in order), else a tried one."""
+    for exclude in (frozenset(tried), frozenset()) if tried else (frozenset(),):
+        for route in routes:
+            try:
+                return route, route.choose(ctx, exclude)
+            except GatewayError:
+                continue
+    return routes[0], None
+
+
+async def _run(ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment, ttfb_s: float | None) -> _Attempt:
+    attempt = _Attempt(ctx, gw, route, deployment)
     try:
-        upstream = await _open(gw, deployment, ctx, body)
-        if upstream.status >= 400:
-            return await _upstream_error(ctx, upstream, deployment, gw)
-        if ctx.stream and upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
-            return await forward_stream(request, ctx, upstream, injected)
-        return await forward_body(ctx, upstream)
+        return await attempt.run(ttfb_s)
+    except _AttemptFailed as failed:
+        attempt.end(_outcome_of(failed.kind))
+        raise
+    except BaseException:  # cancelled (client gone, hedge lost)
+        attempt._drop()
+        attempt.end("neutral")
+        raise
+
+
+async def _hedged(ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment,
+                  routes: list[ModelRoute], tried: set[str], settings: ModelSettings) -> _Attempt:
+    """Run the first attempt; if it has no first byte after hedge_after_s, race a second copy on
+    another deployment. The first to reach its first byte wins; the other is cancelled (its
+    upstream connection closed, so the engine frees the slot)."""
+    first = asyncio.ensure_future(_run(ctx, gw, route, deployment, settings.ttfb_s))
+    pending = {first}
+    try:
+        done, _ = await asyncio.wait(pending, timeout=settings.hedge_after_s)
+        if done:
+            pending.clear()
+            return first.result()
+        route2, second_d = _pick(ctx, routes, tried)
+        if second_d is None or second_d is deployment or not gw.resilience.budget.try_spend():
+            pending.clear()
+            return await first
+        tried.add(second_d.name)
+        ctx.attempts += 1
+        second = asyncio.ensure_future(_run(ctx, gw, route2, second_d, settings.ttfb_s))
+        pending.add(second)
+        error: BaseException | None = None
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is None:
+                    winner = "primary" if task is first else "hedge"
+                    gw.metrics._child(gw.metrics.hedges, route.alias, winner).inc()
+                    for other in done - {task}:  # finished in the same instant: it lost
+                        _discard(other)
+                    return task.result()
+                error = task.exception()
+        assert error is not None
+        raise error
     finally:
-        deployment.release()
-        in_flight.dec()
-        ctx.route.policy.on_finish(deployment, ctx)
-        if ctx.error_type == "broken_stream":
-            gw.metrics.upstream_error(deployment.name, "broken_stream")
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            try:
+                await task
+            except BaseException:
+                continue
+            _discard(task)
 
 
-async def _open(gw: Gateway, deployment: Deployment, ctx: RequestContext, body: bytes) -> Upstream:
-    path = ENDPOINTS[ctx.endpoint][0]
+def _discard(task: "asyncio.Future[_Attempt]") -> None:
+    if task.cancelled() or task.exception() is not None:
+        return
+    loser = task.result()
+    loser._drop()
+    loser.end("neutral")
+
+
+async def _answer(request: web.Request, ctx: RequestContext, gw: Gateway, attempt: _Attempt) -> web.StreamResponse:
+    d = attempt.deployment
+    ctx.deployment = d
+    ctx.response_headers["x-switchyard-deployment"] = d.name
+    ctx.response_headers["x-switchyard-model"] = attempt.route.alias
+    if ctx.route is not None and attempt.route is not ctx.route:
+        gw.metrics._child(gw.metrics.fallbacks, ctx.route.alias, attempt.route.alias).inc()
+    up = attempt.upstream
+    assert up is not None
+    outcome = "neutral"
     try:
-        return await deployment.backend.open(path, body, ctx.request_id)
-    except UpstreamTimeout as e:
-        gw.metrics.upstream_error(deployment.name, "timeout")
-        raise gateway_timeout(str(e)) from None
-    except UpstreamConnectError as e:
-        gw.metrics.upstream_error(deployment.name, "connect")
-        raise bad_gateway(str(e)) from None
+        if up.status >= 400:
+            outcome = "failure" if up.status >= 500 else "neutral"
+            return await _upstream_error(ctx, up, attempt.body or b"", d)
+        if attempt.chunks is not None:
+            resp = await forward_stream(request, ctx, up, attempt.injected, attempt.chunks)
+            if ctx.error_type == "broken_stream":
+                outcome = "failure"
+                if ctx.status:
+                    gw.metrics._child(gw.metrics.broken_streams, d.name).inc()
+            else:
+                outcome = "success"
+            return resp
+        outcome = "success"
+        return await forward_body(ctx, up, attempt.body)
+    finally:
+        attempt.end(outcome)
+        if ctx.error_type == "broken_stream":
+            gw.metrics.upstream_error(d.name, "broken_stream")
 
 
-async def _upstream_error(ctx: RequestContext, upstream: Upstream, deployment: Deployment, gw: Gateway) -> web.Response:
-    """An upstream error status: the client's own mistakes (400, 422, 429 ...) pass through as the
-    upstream worded them; credential or model-name problems on the gateway's side become 502."""
-    if upstream.status >= 500:
-        gw.metrics.upstream_error(deployment.name, "status")
+def _final(ctx: RequestContext, last: _AttemptFailed, gw: Gateway) -> web.StreamResponse:
+    """Out of attempts (or budget): the last failure is the answer."""
+    if last.upstream is None:
+        assert last.error is not None
+        raise last.error
+    up = last.upstream
+    for name in _PASS_HEADERS:
+        if name in up.headers:
+            ctx.response_headers[name] = up.headers[name]
+    ctx.error_type = f"upstream_{up.status}"
+    headers = dict(ctx.response_headers)
+    headers["Content-Type"] = up.headers.get("Content-Type", "application/json")
+    ctx.status = up.status
+    return web.Response(status=up.status, body=last.body, headers=headers)
+
+
+async def _upstream_error(ctx: RequestContext, upstream: Upstream, body: bytes, deployment: Deployment) -> web.Response:
+    """An upstream error status not retried: the client's own mistakes (400, 422 ...) pass through
+    as the upstream worded them; credential or model-name problems on the gateway's side become 502."""
     if upstream.status in _GATEWAY_SIDE:
-        await upstream.read()
-        upstream.release()
         raise GatewayError(
             502, f"Backend `{deployment.backend.name}` {_GATEWAY_SIDE[upstream.status]} (upstream status {upstream.status}).",
             type="upstream_error", code="upstream_misconfigured",
@@ -95,4 +342,4 @@ async def _upstream_error(ctx: RequestContext, upstream: Upstream, deployment: D
         if name in upstream.headers:
             ctx.response_headers[name] = upstream.headers[name]
     ctx.error_type = f"upstream_{upstream.status}"
-    return await forward_body(ctx, upstream)
+    return await forward_body(ctx, upstream, body)

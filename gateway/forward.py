@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import AsyncIterator
 
 import orjson
 from aiohttp import web
@@ -31,9 +32,12 @@ def record_usage(ctx: RequestContext, usage: dict | None) -> None:
     ctx.usage.known = True
 
 
-async def forward_body(ctx: RequestContext, upstream: Upstream) -> web.Response:
-    body = await upstream.read()
-    upstream.release()
+async def forward_body(ctx: RequestContext, upstream: Upstream, body: bytes | None = None) -> web.Response:
+    """`body`: already read by the dispatcher (it reads before committing, so a failure there
+    can still be retried); else read here."""
+    if body is None:
+        body = await upstream.read()
+        upstream.release()
     ctx.first_byte_at = time.perf_counter()
     if upstream.status < 300:
         record_usage(ctx, usage_of_body(body))
@@ -51,13 +55,20 @@ class ClientGone(Exception):
 
 
 async def forward_stream(
-    request: web.Request, ctx: RequestContext, upstream: Upstream, strip_usage: bool
+    request: web.Request, ctx: RequestContext, upstream: Upstream, strip_usage: bool,
+    chunks: AsyncIterator[bytes] | None = None,
 ) -> web.StreamResponse:
+    """`chunks`: the upstream's chunks when the dispatcher already holds them (it waits for the
+    first one before choosing this answer, see dispatch.py); else upstream.iter_chunks().
+
+    Retry contract: until `_commit` nothing reached the client and an exception here leaves the
+    dispatcher free to answer cleanly; after it, failures end the stream with an error event and
+    set ctx.error_type = "broken_stream" (never retried: the client already has bytes)."""
     relay = SSERelay(strip_usage)
     resp: web.StreamResponse | None = None
     captured: list[bytes] | None = [] if ctx.capture_body else None
     try:
-        async for chunk in upstream.iter_chunks():
+        async for chunk in chunks if chunks is not None else upstream.iter_chunks():
             out = relay.feed(chunk)
             if not out:
                 continue

@@ -49,6 +49,37 @@ class Metrics:
             "switchyard_upstream_errors", "Upstream faults by deployment and kind (connect, timeout, status, broken_stream).",
             ["deployment", "kind"], registry=r,
         )
+        # Resilience (gateway/resilience.py, gateway/dispatch.py).
+        self.breaker_state = Gauge(
+            "switchyard_breaker_state", "Circuit breaker state per deployment: 0 closed, 1 open, 2 half-open.",
+            ["deployment"], registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "switchyard_breaker_transitions", "Circuit breaker state changes.", ["deployment", "from_state", "to_state"], registry=r,
+        )
+        self.breaker_rejections = Counter(
+            "switchyard_breaker_rejections", "Requests kept off a deployment because its breaker did not admit them.",
+            ["deployment"], registry=r,
+        )
+        self.retries = Counter(
+            "switchyard_retries", "Retries sent, by model alias and the reason (connect, timeout, status_NNN).",
+            ["model", "reason"], registry=r,
+        )
+        self.retry_budget_exhausted = Counter(
+            "switchyard_retry_budget_exhausted", "Retries not sent because the retry budget was spent.", ["model"], registry=r,
+        )
+        self.fallbacks = Counter(
+            "switchyard_fallbacks", "Requests answered by a fallback alias.", ["model", "fallback"], registry=r,
+        )
+        self.hedges = Counter(
+            "switchyard_hedges", "Hedged requests, by model and which copy won (primary|hedge).", ["model", "winner"], registry=r,
+        )
+        self.broken_streams = Counter(
+            "switchyard_broken_streams", "Streams that broke after their first byte reached the client.", ["deployment"], registry=r,
+        )
+        self.upstream_attempts = Counter(
+            "switchyard_upstream_attempts", "Requests sent upstream (first tries, retries, hedges).", ["deployment"], registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:

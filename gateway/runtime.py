@@ -18,6 +18,7 @@ from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.phases import Phase, build_phases
 from gateway.redis_client import make_redis
+from gateway.resilience import Resilience
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -35,6 +36,7 @@ class Gateway:
             local = is_local_kind(b.kind) if b.local is None else b.local
             self.backends[b.name] = backend_class(b.kind)(b, b.timeouts or config.server.timeouts, local)
         self.router = Router.build(config, self.backends)
+        self.resilience = Resilience(config, self.router, self.metrics, self.log)  # breakers, retry budget
         self.prober = HealthProber(
             list(self.backends.values()), config.server.health_check_interval_s, self._on_probe
         )
@@ -47,6 +49,7 @@ class Gateway:
         self.metrics.backend_up.labels(backend.name).set(1 if backend.healthy else 0)
         if changed:
             self.log.warning("backend_health", backend=backend.name, healthy=backend.healthy)
+            self.resilience.on_backend_health(backend)
 
     async def start(self) -> None:
         for backend in self.backends.values():

@@ -9,11 +9,12 @@ if TYPE_CHECKING:
 
 
 def available(deployments: Sequence["Deployment"], exclude: frozenset[str] = frozenset()) -> list["Deployment"]:
-    """Healthy deployments with spare capacity, minus those already tried for this request.
+    """Healthy deployments with spare capacity whose breaker admits a request and that are not in
+    a 429 cool-down, minus those already tried for this request.
 
     When no deployment is known healthy (probes may lag a restart), fall back to those with capacity:
     trying beats refusing on a stale probe.
     """
-    with_room = [d for d in deployments if d.name not in exclude and d.has_capacity()]
+    with_room = [d for d in deployments if d.name not in exclude and d.has_capacity() and d.allows()]
     healthy = [d for d in with_room if d.backend.healthy]
     return healthy or with_room
