@@ -50,7 +50,7 @@ class RetryBudget:
         current = self._bucket()
         requests = sum(b[1] for b in self._buckets)
         retries = sum(b[2] for b in self._buckets)
-        if retries >= self.ratio * requests + self.min_retries:
+        if retries >= math.floor(self.ratio * requests + 1e-9) + self.min_retries:
             return False
         current[2] += 1
         return True
