@@ -121,6 +121,7 @@ class Resilience:
             for d in route.deployments:
                 d.breaker = CircuitBreaker(d.name, per_backend[d.backend.name], listener=listener)
                 metrics.breaker_state.labels(d.name).set(0)
+                metrics.in_flight_for(d.name)  # every deployment's series exists from the start
                 self.deployments.append(d)
 
     def model(self, alias: str) -> ModelSettings:
