@@ -97,17 +97,21 @@ async def test_prefix_cache_hits_shorten_ttft(make_engine, session):
     assert f'vllm:prefix_cache_hits_total{{model_name="sim-model",engine="0"}} {float(hits)}' in text
 
 
-async def test_follow_up_turn_hits_cached_answer(engine, session):
-    url = engine.url + "/chat/completions"
+async def test_follow_up_turn_hits_cached_answer(make_engine, session):
+    eng = await make_engine(output_tokens=64)
+    url = eng.url + "/chat/completions"
     first = [{"role": "system", "content": SYSTEM[:400]}, {"role": "user", "content": "q1"}]
     _, _, raw = await post(session, url, {"model": "m", "messages": first})
     answer = orjson.loads(raw)["choices"][0]["message"]["content"]
-    before = engine.stats.prefix_hits_tokens
-    follow = first + [{"role": "assistant", "content": answer}, {"role": "user", "content": "q2"}]
-    await post(session, url, {"model": "m", "messages": follow})
-    hits = engine.stats.prefix_hits_tokens - before
-    prefix_tokens = (len(SYSTEM[:400]) + len(answer)) // 4
-    assert hits >= prefix_tokens - 16
+    hits = []
+    for content in ("x" * len(answer), answer):  # a different answer, then the real one
+        before = eng.stats.prefix_hits_tokens
+        follow = first + [{"role": "assistant", "content": content},
+                          {"role": "user", "content": "q2"}]
+        await post(session, url, {"model": "m", "messages": follow})
+        hits.append(eng.stats.prefix_hits_tokens - before)
+    # The generated answer's blocks were cached: the real follow-up hits through it.
+    assert hits[1] >= hits[0] + len(answer) // 4 - 16 and hits[1] > 150
 
 
 async def test_prefix_cache_lru_capacity(make_engine, session):
