@@ -62,23 +62,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    err = GatewayError(404, f"Unknown path: {request.method} {request.path}", code="unknown_path")
+    """Catch-all route: unknown paths get 404, known paths with the wrong method 405, both as JSON
+    (a route, not a middleware: middlewares cost every request a little)."""
+    if any(r.get_info().get("path") == request.path for r in request.app.router.resources()):
+        err = GatewayError(405, f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed")
+    else:
+        err = GatewayError(404, f"Unknown path: {request.method} {request.path}", code="unknown_path")
     return error_response(err, {"x-request-id": request_id_of(request)})
 
 
-@web.middleware
-async def method_not_allowed(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    try:
-        return await handler(request)
-    except web.HTTPMethodNotAllowed:
-        err = GatewayError(405, f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed")
-        return error_response(err, {"x-request-id": request_id_of(request)})
-
-
 def build_app(gateway: Gateway) -> web.Application:
-    app = web.Application(
-        client_max_size=gateway.config.server.max_body_bytes, middlewares=[method_not_allowed]
-    )
+    app = web.Application(client_max_size=gateway.config.server.max_body_bytes)
     app[GATEWAY] = GatewayRef(gateway)
     for path, endpoint in (("/v1/chat/completions", "chat"), ("/v1/completions", "completions"), ("/v1/embeddings", "embeddings")):
         app.router.add_post(path, functools.partial(handle_inference, endpoint=endpoint))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 from aiohttp import web
 
@@ -32,7 +31,7 @@ def request_id_of(request: web.Request) -> str:
     rid = request.headers.get("x-request-id")
     if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():
         return rid
-    return uuid.uuid4().hex
+    return current_gateway(request).new_request_id()
 
 
 async def handle_inference(request: web.Request, endpoint: str) -> web.StreamResponse:

@@ -7,6 +7,8 @@ in one process and a reload can build a new one beside the old.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 from typing import TYPE_CHECKING, Any
 
 from backends import backend_class, is_local_kind
@@ -44,6 +46,12 @@ class Gateway:
         # Shared state for several processes; None = this process keeps its state in memory.
         self.redis: Redis | None = make_redis(config.redis) if config.redis is not None else None
         self.phases: list[Phase] = build_phases(self)
+        # Request ids: a random per-process prefix + a counter (unique, and far cheaper than uuid4).
+        self._rid_prefix = os.urandom(6).hex()
+        self._rid_next = itertools.count(1).__next__
+
+    def new_request_id(self) -> str:
+        return f"{self._rid_prefix}{self._rid_next():020x}"
 
     def _on_probe(self, backend: Backend, changed: bool) -> None:
         self.metrics.backend_up.labels(backend.name).set(1 if backend.healthy else 0)

@@ -122,3 +122,10 @@ async def test_ready_is_503_while_a_model_has_no_reachable_deployment(gateway_fa
         async with s.get(gw.base + "/health/live") as r:
             assert r.status == 200
     assert status == 503 and body["models"] == {"chat": True, "embed": True, "ghost": False}
+
+
+async def test_wrong_method_on_a_known_path_is_json_405(gateway) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(gateway.url + "/chat/completions") as r:
+            assert r.status == 405
+            assert (await r.json())["error"]["code"] == "method_not_allowed"

@@ -144,7 +144,7 @@ async def test_health_and_metrics(gateway) -> None:
     text = await _get(gateway.base + "/metrics")
     assert re.search(r'switchyard_requests_total\{deployment="e\d/upstream-llama",model="chat",status="200",team="research"\} 1\.0', text)
     assert "switchyard_request_duration_seconds_bucket" in text and "switchyard_time_to_first_token_seconds_count" in text
-    assert 'switchyard_deployment_in_flight{deployment="e0/upstream-llama"} 0.0' in text
+    assert re.search(r'switchyard_deployment_in_flight\{deployment="e\d/upstream-llama"\} 0\.0', text)
 
 
 async def _get(url: str) -> str:
