@@ -92,7 +92,7 @@ class _Attempt:
         self._in_flight.inc()
         route.policy.on_start(deployment, ctx)
         self.ticket = deployment.breaker.start() if deployment.breaker is not None else 0
-        gw.metrics._child(gw.metrics.upstream_attempts, deployment.name).inc()
+        gw.metrics.count(gw.metrics.upstream_attempts, deployment.name)
 
     async def run(self, ttfb_s: float | None) -> "_Attempt":
         """Send, and wait for the first bytes of the answer; raise _AttemptFailed before that."""
@@ -176,9 +176,9 @@ async def dispatch(request: web.Request, ctx: RequestContext, gw: Gateway) -> we
             if not last.retryable or attempts >= res.cfg.max_attempts:
                 return _final(ctx, last, gw)
             if not res.budget.try_spend():
-                gw.metrics._child(gw.metrics.retry_budget_exhausted, ctx.route.alias).inc()
+                gw.metrics.count(gw.metrics.retry_budget_exhausted, ctx.route.alias)
                 return _final(ctx, last, gw)
-            gw.metrics._child(gw.metrics.retries, ctx.route.alias, last.kind).inc()
+            gw.metrics.count(gw.metrics.retries, ctx.route.alias, last.kind)
             await asyncio.sleep(res.backoff(attempts))
         route, deployment = _pick(ctx, routes, tried)
         if deployment is None:
@@ -257,7 +257,7 @@ async def _hedged(ctx: RequestContext, gw: Gateway, route: ModelRoute, deploymen
             for task in done:
                 if task.exception() is None:
                     winner = "primary" if task is first else "hedge"
-                    gw.metrics._child(gw.metrics.hedges, route.alias, winner).inc()
+                    gw.metrics.count(gw.metrics.hedges, route.alias, winner)
                     for other in done - {task}:  # finished in the same instant: it lost
                         _discard(other)
                     return task.result()
@@ -289,7 +289,7 @@ async def _answer(request: web.Request, ctx: RequestContext, gw: Gateway, attemp
     ctx.response_headers["x-switchyard-deployment"] = d.name
     ctx.response_headers["x-switchyard-model"] = attempt.route.alias
     if ctx.route is not None and attempt.route is not ctx.route:
-        gw.metrics._child(gw.metrics.fallbacks, ctx.route.alias, attempt.route.alias).inc()
+        gw.metrics.count(gw.metrics.fallbacks, ctx.route.alias, attempt.route.alias)
     up = attempt.upstream
     assert up is not None
     outcome = "neutral"
@@ -302,7 +302,7 @@ async def _answer(request: web.Request, ctx: RequestContext, gw: Gateway, attemp
             if ctx.error_type == "broken_stream":
                 outcome = "failure"
                 if ctx.status:
-                    gw.metrics._child(gw.metrics.broken_streams, d.name).inc()
+                    gw.metrics.count(gw.metrics.broken_streams, d.name)
             else:
                 outcome = "success"
             return resp

@@ -92,6 +92,10 @@ class Metrics:
     def in_flight_for(self, deployment: str) -> Any:
         return self._child(self.in_flight, deployment)
 
+    def count(self, metric: Any, *labels: str) -> None:
+        """Increment a labelled counter through the child cache."""
+        self._child(metric, *labels).inc()
+
     def upstream_error(self, deployment: str, kind: str) -> None:
         self._child(self.upstream_errors, deployment, kind).inc()
 
