@@ -186,3 +186,25 @@ async def test_retry_budget_stops_amplification_when_everything_fails(engine_fac
     assert errors == 50
     assert 55 <= upstream <= 60, upstream  # 20% budget: not 150 (3 attempts each)
     assert await metric(gw, "switchyard_retry_budget_exhausted_total", model="chat") >= 30
+
+
+async def test_a_client_4xx_is_passed_through_never_retried_and_never_trips_a_breaker(engine_factory, gateway_factory) -> None:
+    e0 = await engine_factory(max_model_len=64)
+    gw = await gateway_factory(config([e0], {"breaker": {"consecutive_failures": 1}}))
+    client = sdk(gw)
+    for _ in range(3):
+        with pytest.raises(openai.BadRequestError):  # the engine's own 400: prompt + answer too long
+            await ask(client, max_completion_tokens=None, extra_body={"max_tokens": 500})
+    assert e0.stats.requests_total == 3  # not retried
+    assert (await breakers(gw))["e0"]["state"] == "closed"
+    assert await ask(client)
+
+
+async def test_a_non_streamed_body_cut_half_way_is_retried(engine_factory, gateway_factory) -> None:
+    e0, e1 = await engine_factory(), await engine_factory()
+    gw = await gateway_factory(config([e0, e1]))
+    client = sdk(gw)
+    e0.set_fault(Fault(kind="drop"))
+    for _ in range(10):
+        assert await ask(client)  # nothing had reached the client yet: retried elsewhere
+    assert e0.faults.fired >= 1
