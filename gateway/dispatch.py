@@ -183,8 +183,9 @@ async def dispatch(request: web.Request, ctx: RequestContext, gw: Gateway) -> we
         route, deployment = _pick(ctx, routes, tried)
         if deployment is None:
             wait = min((d.retry_in() for r in routes for d in r.deployments), default=1.0)
-            if last is not None and 0 < wait <= res.cfg.max_retry_after_s:
-                await asyncio.sleep(wait)  # a short cool-down (Retry-After) or breaker: wait it out
+            cooling = _cool_down_wait(routes)
+            if last is not None and cooling is not None and cooling <= res.cfg.max_retry_after_s:
+                await asyncio.sleep(cooling)  # an upstream asked for a short pause (Retry-After): honour it
                 route, deployment = _pick(ctx, routes, tried)
             if deployment is None:
                 if last is not None:
@@ -216,6 +217,15 @@ def _pick(ctx: RequestContext, routes: list[ModelRoute], tried: set[str]) -> tup
             except GatewayError:
                 continue
     return routes[0], None
+
+
+def _cool_down_wait(routes: list[ModelRoute]) -> float | None:
+    """Seconds until the first deployment whose only obstacle is a Retry-After cool-down (breaker
+    closed) may take requests again; None when none is cooling down."""
+    now = time.monotonic()
+    waits = [d.cool_until - now for r in routes for d in r.deployments
+             if d.cool_until > now and (d.breaker is None or d.breaker.state == "closed")]
+    return min(waits) if waits else None
 
 
 async def _run(ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment, ttfb_s: float | None) -> _Attempt:
