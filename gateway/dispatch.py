@@ -201,7 +201,7 @@ async def dispatch(request: web.Request, ctx: RequestContext, gw: Gateway) -> we
             if settings.hedge_after_s and attempts == 1:
                 attempt = await _hedged(ctx, gw, route, deployment, routes, tried, settings)
             else:
-                attempt = await _run(ctx, gw, route, deployment, settings.ttfb_s)
+                attempt = await _run(ctx, gw, route, deployment, res.model(route.alias).ttfb_s)
         except _AttemptFailed as failed:
             last = failed
             continue
