@@ -319,9 +319,10 @@ async def _answer(request: web.Request, ctx: RequestContext, gw: Gateway, attemp
         outcome = "success"
         return await forward_body(ctx, up, attempt.body)
     finally:
-        attempt.end(outcome)
-        if ctx.error_type == "broken_stream":
+        if ctx.error_type == "broken_stream":  # also when it broke before its first event went out
+            outcome = "failure"
             gw.metrics.upstream_error(d.name, "broken_stream")
+        attempt.end(outcome)
 
 
 def _final(ctx: RequestContext, last: _AttemptFailed, gw: Gateway) -> web.StreamResponse:
