@@ -86,11 +86,11 @@ class EngineConfig:
         self.served_model_names = list(self.served_model_names or [])
 
     @classmethod
-    def realistic(cls, **overrides: Any) -> "EngineConfig":
+    def realistic(cls, **overrides: Any) -> EngineConfig:
         """A config with the batching cost model switched on (REALISTIC values)."""
         return cls(**{**REALISTIC, **overrides})
 
-    def with_(self, **changes: Any) -> "EngineConfig":
+    def with_(self, **changes: Any) -> EngineConfig:
         return replace(self, **changes)
 
     @property

@@ -59,7 +59,8 @@ def error_body(
     else:
         err = {
             "message": message,
-            "type": type_ or _VLLM_TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError"),
+            "type": type_ or _VLLM_TYPES.get(
+                status, "InternalServerError" if status >= 500 else "BadRequestError"),
             "param": param,
             "code": status,
         }

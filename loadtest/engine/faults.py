@@ -40,7 +40,7 @@ class Fault:
             self.paths = tuple(self.paths)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Fault | None":
+    def from_dict(cls, data: dict[str, Any]) -> Fault | None:
         """Build from the JSON of POST /sim/fault; {"kind": null} means no fault."""
         if not data or data.get("kind") is None:
             return None

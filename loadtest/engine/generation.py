@@ -26,12 +26,13 @@ class EngineGone(Exception):
     """The engine stopped while the request was in flight."""
 
 
-def account_prompt(engine: "SimEngine", job: Job) -> int:
+def account_prompt(engine: SimEngine, job: Job) -> int:
     """Prefix-cache lookup + prompt counters for requests that skip the scheduler."""
     st, cache, bs = engine.stats, engine.prefix_cache, engine.config.block_size
     cached = 0
     if not engine.config.is_remote:
-        cached = bs * sum(cache.match(h, (n - 1) // bs) for h, n in zip(job.hashes, job.prompt_lens))
+        pairs = zip(job.hashes, job.prompt_lens, strict=True)
+        cached = bs * sum(cache.match(h, (n - 1) // bs) for h, n in pairs)
         for h in job.hashes:
             cache.insert(h)
     p = job.prompt_tokens
@@ -44,7 +45,7 @@ def account_prompt(engine: "SimEngine", job: Job) -> int:
 class DirectGen:
     __slots__ = ("engine", "job", "arrival", "produced", "active", "t_first")
 
-    def __init__(self, engine: "SimEngine", job: Job, arrival: float) -> None:
+    def __init__(self, engine: SimEngine, job: Job, arrival: float) -> None:
         self.engine = engine
         self.job = job
         self.arrival = arrival
@@ -56,11 +57,11 @@ class DirectGen:
         cfg = self.engine.config
         delay = cfg.ttft_s + (cfg.remote_latency_s if cfg.is_remote else 0.0)
         loop = asyncio.get_running_loop()
+        self.engine.stats.running += 1  # in flight from arrival: no queue, unlimited capacity
+        self.active = True
         if delay:
             await asyncio.sleep(max(0.0, self.arrival + delay / cfg.time_scale - loop.time()))
         account_prompt(self.engine, self.job)
-        self.engine.stats.running += 1
-        self.active = True
         self.t_first = loop.time()
         self.engine.stats.ttft.observe((self.t_first - self.arrival) * cfg.time_scale)
 
@@ -120,7 +121,7 @@ class DirectGen:
 class ScheduledGen:
     __slots__ = ("engine", "seq", "arrival")
 
-    def __init__(self, engine: "SimEngine", job: Job, arrival: float) -> None:
+    def __init__(self, engine: SimEngine, job: Job, arrival: float) -> None:
         self.engine = engine
         self.arrival = arrival
         self.seq = Seq(job.prompt_lens, job.hashes, job.target, job.finish_reason, arrival,

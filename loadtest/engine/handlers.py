@@ -16,6 +16,7 @@ from .errors import RequestError, error_response
 from .faults import Fault, format_retry_after
 from .generation import DirectGen, EngineGone, ScheduledGen
 from .requests import Job, plan_chat, plan_completion, prompt_list, require_model
+from .stats import HeaderDict
 from .textgen import float32_le_bytes
 from .tokenize import count_tokens
 
@@ -40,7 +41,7 @@ async def _hang() -> None:
     await asyncio.get_running_loop().create_future()  # never resolves; ends by cancellation
 
 
-def _fault_response(engine: "SimEngine", fault: Fault) -> web.Response:
+def _fault_response(engine: SimEngine, fault: Fault) -> web.Response:
     headers = {}
     if fault.retry_after is not None:
         headers["Retry-After"] = format_retry_after(fault.retry_after)
@@ -50,7 +51,7 @@ def _fault_response(engine: "SimEngine", fault: Fault) -> web.Response:
 class Inference:
     """Binds the handlers to one engine."""
 
-    def __init__(self, engine: "SimEngine") -> None:
+    def __init__(self, engine: SimEngine) -> None:
         self.engine = engine
 
     # ------------------------------------------------------------------ entry
@@ -60,7 +61,7 @@ class Inference:
         path = request.path
         st.requests_total += 1
         st.requests_by_path[path] = st.requests_by_path.get(path, 0) + 1
-        st.last_request_headers = dict(request.headers)
+        st.last_request_headers = HeaderDict(request.headers)
         done = False
         try:
             raw = await request.read()
@@ -69,18 +70,10 @@ class Inference:
             except orjson.JSONDecodeError:
                 body = None
             st.last_request_body = body if isinstance(body, dict) else None
-            fault = eng.faults.pick(path)
-            if fault is not None:
-                if fault.kind == "status":
-                    st.failed += 1
-                    done = True
-                    return _fault_response(eng, fault)
-                if fault.kind == "hang":
-                    await _hang()
-                if fault.kind == "delay" and fault.delay_s > 0:
-                    await asyncio.sleep(fault.delay_s / eng.config.time_scale)
-                if fault.kind != "drop":
-                    fault = None
+            early, fault = await self.apply_fault(request)
+            if early is not None:
+                done = True
+                return early
             if body is None:
                 raise RequestError(400, "Invalid JSON body: expected a JSON object")
             model = require_model(body)
@@ -105,6 +98,40 @@ class Inference:
         finally:
             if not done:
                 st.cancelled += 1
+
+    async def apply_fault(self, request: web.Request
+                          ) -> tuple[web.StreamResponse | None, Fault | None]:
+        """Apply the current fault if it hits this request: (answer to send now, drop fault)."""
+        eng = self.engine
+        fault = eng.faults.pick(request.path)
+        if fault is None:
+            return None, None
+        if fault.kind == "status":
+            eng.stats.failed += 1
+            return _fault_response(eng, fault), None
+        if fault.kind == "hang":
+            await _hang()
+        if fault.kind == "delay" and fault.delay_s > 0:
+            await asyncio.sleep(fault.delay_s / eng.config.time_scale)
+        return None, (fault if fault.kind == "drop" else None)
+
+    def guarded(self, handler: Any) -> Any:
+        """Wrap a non-inference handler (/health, /v1/models, /metrics) so that faults whose
+        `paths` name it apply (they are not counted as requests or cancellations)."""
+
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            early, drop = await self.apply_fault(request)
+            if early is not None:
+                return early
+            if drop is not None:
+                self.engine.stats.failed += 1
+                transport = request.transport
+                if transport is not None:
+                    transport.abort()
+                return web.Response(status=499)  # never sent: the transport is closed
+            return await handler(request)
+
+        return wrapped
 
     def _unknown_model(self, model: str) -> RequestError:
         if self.engine.config.is_remote:
@@ -132,11 +159,11 @@ class Inference:
         arrival = asyncio.get_running_loop().time()
         job = plan_chat(body, eng.textgen, cfg, eng.new_id) if chat else \
             plan_completion(body, eng.textgen, cfg)
-        if cfg.uses_scheduler and not eng.scheduler.fits(max(job.prompt_lens), job.target):
+        if cfg.uses_scheduler and not eng.scheduler.fits(job.prompt_tokens, job.target):
             raise RequestError(400, f"The request needs more KV-cache blocks than the engine has "
                                     f"({cfg.kv_blocks} blocks of {cfg.block_size} tokens).",
                                param="input_tokens")
-        limited = self._rate_limit(job.prompt_tokens + job.completion_tokens, job.model)
+        limited = self._rate_limit(job.rate_limit_tokens, job.model)
         if limited is not None:
             return limited
         gen = ScheduledGen(eng, job, arrival) if cfg.uses_scheduler else DirectGen(eng, job, arrival)
@@ -163,7 +190,7 @@ class Inference:
                         "finish_reason": job.finish_reason} for i, p in enumerate(job.pieces)]
             return wire.completion_body(rid, created, job.model, choices, use)
         choices = []
-        for i, (p, tool) in enumerate(zip(job.pieces, job.tool)):
+        for i, (p, tool) in enumerate(zip(job.pieces, job.tool, strict=True)):
             if tool is None:
                 choices.append({"index": i, "content": "".join(p[:job.target]),
                                 "finish_reason": job.finish_reason})
@@ -257,7 +284,10 @@ class Inference:
         vectors: list[Any] = []
         for data in inputs:
             vec = eng.textgen.embedding(data, dim)
-            vectors.append(base64.b64encode(float32_le_bytes(vec)).decode() if fmt == "base64" else vec.tolist())
+            if fmt == "base64":
+                vectors.append(base64.b64encode(float32_le_bytes(vec)).decode())
+            else:
+                vectors.append(vec.tolist())
         eng.stats.prompt_tokens += p_tokens
         if cfg.is_remote:
             eng.stats.cost_usd += p_tokens * cfg.price_per_input_token

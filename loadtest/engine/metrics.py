@@ -117,7 +117,8 @@ def _sglang(cfg: Any, st: EngineStats, created: float) -> bytes:
     w.gauge("sglang:cache_hit_rate", "The prefix cache hit rate.", rate)
     w.counter1("sglang:prompt_tokens", "Number of prefill tokens processed.", st.prompt_tokens)
     w.counter1("sglang:generation_tokens", "Number of generation tokens processed.", st.completion_tokens)
-    w.counter1("sglang:num_requests", "The number of processed requests.", sum(st.finished_by_reason.values()))
+    w.counter1("sglang:num_requests", "The number of processed requests.",
+               sum(st.finished_by_reason.values()))
     w.histogram("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", st.ttft)
     w.histogram("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds",
                 st.e2e)

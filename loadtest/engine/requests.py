@@ -12,7 +12,11 @@ from typing import Any
 from .errors import RequestError
 from .textgen import ARG_PIECE_CHARS, TextGen, pieces, tool_arguments
 from .tokenize import (
-    END_BYTES, block_hashes, count_tokens, render_chat, token_ids_bytes,
+    END_BYTES,
+    block_hashes,
+    count_tokens,
+    render_chat,
+    token_ids_bytes,
 )
 
 
@@ -30,6 +34,7 @@ class Job:
     finish_reason: str
     pieces: list[list[str]]         # per choice: text of each token (tool call: argument fragments)
     tool: list[tuple[str, str] | None]  # per choice: (call id, function name) for a tool call
+    max_tokens: int | None = None   # the request's limit (rate limits count it, like OpenAI)
 
     @property
     def prompt_tokens(self) -> int:
@@ -42,6 +47,11 @@ class Job:
     @property
     def completion_tokens(self) -> int:
         return self.target * len(self.pieces)
+
+    @property
+    def rate_limit_tokens(self) -> int:
+        """Tokens a per-minute token limit charges: prompt + max_tokens (or the answer) per choice."""
+        return self.prompt_tokens + (self.max_tokens or self.target) * len(self.pieces)
 
 
 def _int_field(body: dict[str, Any], name: str) -> int | None:
@@ -180,6 +190,7 @@ def plan_chat(body: dict[str, Any], gen: TextGen, cfg: Any, new_id: Any) -> Job:
         continuous_usage=continuous, prompt_lens=[p_tokens],
         hashes=[block_hashes(prompt, cfg.block_size)], finish_hashes=finish_hashes,
         target=target, finish_reason=reason, pieces=all_pieces, tool=tool_info,
+        max_tokens=max_tokens,
     )
 
 
@@ -219,4 +230,5 @@ def plan_completion(body: dict[str, Any], gen: TextGen, cfg: Any) -> Job:
         continuous_usage=continuous, prompt_lens=lens,
         hashes=[block_hashes(p, cfg.block_size) for p in prompts], finish_hashes=None,
         target=target, finish_reason=reason, pieces=all_pieces, tool=[None] * len(all_pieces),
+        max_tokens=max_tokens,
     )

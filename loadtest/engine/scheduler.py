@@ -155,7 +155,7 @@ class Scheduler:
             self.waiting.popleft()
             cached = bs * sum(
                 self.cache.match(h, (plen - 1) // bs)
-                for h, plen in zip(seq.hashes, seq.prompt_lens)
+                for h, plen in zip(seq.hashes, seq.prompt_lens, strict=True)
             )
             if not seq.admitted:
                 seq.admitted = True

@@ -7,7 +7,8 @@ import logging
 import random
 import string
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -94,7 +95,7 @@ class SimEngine:
         if self.limiter is not None:
             self.limiter.reset()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "SimEngine":
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> SimEngine:
         runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None,
                                shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
@@ -116,7 +117,7 @@ class SimEngine:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> "SimEngine":
+    async def __aenter__(self) -> SimEngine:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -129,10 +130,10 @@ class SimEngine:
         r = app.router
         for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
             r.add_post(path, inference.handle)
-        r.add_get("/v1/models", self._models)
-        r.add_get("/health", self._health)
+        r.add_get("/v1/models", inference.guarded(self._models))
+        r.add_get("/health", inference.guarded(self._health))
         if metrics.has_metrics(self.config.profile):
-            r.add_get("/metrics", self._metrics)
+            r.add_get("/metrics", inference.guarded(self._metrics))
         if self.config.profile in ("vllm", "sglang"):
             r.add_get("/version", self._version)
         r.add_post("/sim/fault", self._sim_fault)

@@ -16,6 +16,24 @@ E2E_BUCKETS = (
 )
 
 
+class HeaderDict(dict):
+    """Request headers as a plain dict (original spelling) with case-insensitive lookups."""
+
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__((str(k), v) for k, v in (items.items() if hasattr(items, "items") else items))
+        self._lower = {k.lower(): k for k in self}
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(self._lower.get(key.lower(), key))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._lower
+
+    def get(self, key: str, default: Any = None) -> Any:
+        real = self._lower.get(key.lower())
+        return default if real is None else super().__getitem__(real)
+
+
 class Histogram:
     __slots__ = ("buckets", "counts", "sum", "count")
 
@@ -32,7 +50,7 @@ class Histogram:
 
     def cumulative(self) -> list[tuple[str, int]]:
         out, acc = [], 0
-        for le, n in zip(self.buckets, self.counts):
+        for le, n in zip(self.buckets, self.counts, strict=False):
             acc += n
             out.append((repr(float(le)), acc))
         out.append(("+Inf", self.count))
@@ -68,7 +86,7 @@ class EngineStats:
             setattr(self, name, 0)
         self.cost_usd = 0.0
         self.last_request_body: dict[str, Any] | None = None
-        self.last_request_headers: dict[str, str] = {}
+        self.last_request_headers: dict[str, str] = HeaderDict()
         self.requests_by_path: dict[str, int] = {}
         self.finished_by_reason: dict[str, int] = {}
         self.ttft = Histogram(TTFT_BUCKETS)

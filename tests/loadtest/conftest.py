@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
-
 from openai import AsyncOpenAI
 
 from loadtest.engine import EngineConfig, SimEngine, start_engine

@@ -25,7 +25,7 @@ async def test_batching_slows_decode(make_engine, session):
     single = mean_gap(alone)                                   # (0.01 + 0.005) / 2 = 7.5 ms
     batched = sum(mean_gap(times) for _, times in results) / 8  # (0.01 + 8 * 0.005) / 2 = 25 ms
     assert batched > 2 * single
-    assert 0.005 < single < 0.02 and 0.015 < batched < 0.05
+    assert 0.005 < single < 0.03 and 0.015 < batched < 0.08
 
 
 async def test_kv_exhaustion_queues_requests(make_engine, session):
@@ -45,8 +45,8 @@ async def test_kv_exhaustion_queues_requests(make_engine, session):
 
 async def test_waiting_is_exported_in_metrics(make_engine, session):
     eng = await make_engine(itl_s=0.02, time_scale=2, max_num_seqs=1)
-    tasks = [asyncio.create_task(post(session, eng.url + "/chat/completions", chat_body(str(i))))
-             for i in range(3)]
+    tasks = [asyncio.create_task(post(session, eng.url + "/chat/completions",
+                                      chat_body(str(i), max_tokens=6))) for i in range(3)]
     await wait_for(lambda: eng.stats.running == 1 and eng.stats.waiting == 2)
     async with session.get(eng.base + "/metrics") as r:
         text = await r.text()
@@ -78,7 +78,7 @@ async def test_no_preemption_reserves_blocks(make_engine, session):
 
 
 async def test_prefix_cache_hits_shorten_ttft(make_engine, session):
-    eng = await make_engine(prefill_s_per_token=0.001, decode_base_s=0.002, time_scale=4)
+    eng = await make_engine(prefill_s_per_token=0.001, decode_base_s=0.002, time_scale=2)
     url = eng.url + "/chat/completions"
 
     def body(user: str) -> dict:
@@ -90,7 +90,8 @@ async def test_prefix_cache_hits_shorten_ttft(make_engine, session):
     ttft_warm, _ = await stream_times(session, url, body("another question"))
     hits = eng.stats.prefix_hits_tokens - hits_before
     assert hits >= 550 and hits % 16 == 0  # whole blocks of the shared system prompt
-    assert ttft_warm < ttft_cold / 3        # ~600 tokens x 1 ms / 4 vs a few uncached tokens
+    assert ttft_cold > 0.25                 # ~600 uncached tokens x 1 ms / time_scale 2
+    assert ttft_warm < ttft_cold / 2        # only the few tokens after the shared prefix
     assert eng.stats.prefix_queries_tokens > hits
     async with session.get(eng.base + "/metrics") as r:
         text = await r.text()
@@ -143,7 +144,7 @@ async def test_queued_request_cancelled_by_client_timeout(make_engine, session):
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.1)) as s2:
             await post(s2, eng.url + "/chat/completions", chat_body("queued"))
         raise AssertionError("expected a timeout")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     await wait_for(lambda: eng.stats.cancelled == 1 and eng.stats.waiting == 0)
     assert (await busy)[0] == 200 and eng.stats.completed == 1
@@ -197,7 +198,7 @@ async def test_time_scale_speeds_up_wall_time(make_engine, session):
         durations[scale] = time.perf_counter() - t0
         assert status == 200
     assert durations[1.0] >= 0.2        # 20 ms + 10 tokens x 20 ms, simulated = wall
-    assert durations[10.0] < durations[1.0] / 4
+    assert durations[10.0] < durations[1.0] / 2  # ~22 ms expected; generous for slow hosts
 
 
 async def test_instant_engine_is_fast(engine, session):

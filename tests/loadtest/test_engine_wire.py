@@ -74,7 +74,7 @@ async def test_sse_framing_byte_for_byte(engine, session, include_usage):
     events = split_events(raw)
     assert events[-1] == b"[DONE]" and raw.endswith(b"data: [DONE]\n\n")
     objs = [orjson.loads(e) for e in events[:-1]]
-    for payload, obj in zip(events, objs):
+    for payload, obj in zip(events, objs, strict=False):
         assert orjson.dumps(obj) == payload  # compact JSON, keys in the order shown
         assert list(obj)[:5] == ["id", "object", "created", "model", "choices"]
     assert objs[0]["choices"][0] == {
