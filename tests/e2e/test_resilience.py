@@ -143,6 +143,14 @@ async def test_timeouts_are_clear_504s(engine_factory, gateway_factory) -> None:
         await ask(client)
     assert e.value.status_code == 504 and e.value.code == "upstream_timeout"
     assert "first byte" in e.value.message and time.monotonic() - t0 < 2
+    # a stream whose headers come at once (as vLLM sends them) but whose first token is late
+    slow_prefill = await engine_factory(ttft_s=3)
+    raw3 = config([slow_prefill], {"max_attempts": 1})
+    raw3["models"][0]["ttfb_s"] = 0.3
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as e3:
+        await ask(sdk(await gateway_factory(raw3)), stream=True)
+    assert e3.value.status_code == 504 and "first byte" in e3.value.message and time.monotonic() - t0 < 2
     # idle gap between stream chunks: the stream started, then stalls longer than idle_s
     raw2 = config([e0], {"max_attempts": 1})
     raw2["backends"][0]["timeouts"] = {"ttfb_s": 5, "idle_s": 0.15}
