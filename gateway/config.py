@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from backends import BACKEND_KINDS
 from policies import POLICIES
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
+from loadtest.sim_config import SimulationConfig
 
 
 class Strict(BaseModel):
@@ -130,6 +131,7 @@ class Config(Strict):
     teams: list[TeamConfig] = []
     keys: list[KeyConfig] = []
     resilience: ResilienceConfig = ResilienceConfig()
+    simulation: SimulationConfig | None = None  # simulated engines for --simulate / the swarm (loadtest/)
 
 
 def _check_sha256(v: str) -> str:

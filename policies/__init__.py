@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from policies.base import Policy
 from policies.least_active import LeastActive
+from policies.round_robin import RoundRobin
 
 POLICIES: dict[str, type[Policy]] = {
     "least-active": LeastActive,
+    "round-robin": RoundRobin,
 }
 
 
