@@ -111,6 +111,7 @@ class LoadSignal:
         self.reading: Load | None = None
         self.read_at = float("-inf")
         self.in_flight_at_read = 0
+        self.attempted_at = float("-inf")  # last scrape started (on-demand scrapes are spaced out)
 
     @property
     def has_metrics(self) -> bool:
@@ -122,12 +123,12 @@ class LoadSignal:
             self.names = None
         self.reading, self.read_at, self.in_flight_at_read = load, self._clock(), in_flight
 
-    def current(self, in_flight: int) -> Load:
+    def current(self, in_flight: int, refresh: bool = True) -> Load:
         if self.names is None:
             return Load(0.0, float(in_flight))
         r = self.reading
         if r is None or self._clock() - self.read_at > self.stale_after_s:
-            if self._refresh is not None:
+            if refresh and self._refresh is not None:
                 self._refresh(self)
             return Load(r.waiting, r.running, r.kv_usage, True, "metrics") if r else Load(stale=True, source="metrics")
         delta = in_flight - self.in_flight_at_read  # requests the gateway sent (or finished) since
@@ -166,9 +167,10 @@ class LoadScraper:
                 self._signals[signal] = b
 
     async def start(self) -> None:
-        if not self._signals:
+        if not self._backends:
             return
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s))
+        if self._signals:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s))
         await self.scrape_all()
         self._loop_task = asyncio.create_task(self._loop(), name="switchyard-load-scraper")
 
@@ -191,34 +193,36 @@ class LoadScraper:
         await asyncio.gather(*(self.scrape(s) for s in list(self._signals) if s.has_metrics))
         for b in self._backends:  # engines without metrics: their gauges follow the in-flight count
             if b.load_signal is not None and not b.load_signal.has_metrics and self._on_update is not None:
-                self._on_update(b, b.load_signal.current(b.active))
+                self._on_update(b, b.load_signal.current(b.active, refresh=False))
 
     async def scrape(self, signal: LoadSignal) -> None:
         backend = self._signals[signal]
         if self._session is None or signal.names is None:
             return
+        signal.attempted_at = time.monotonic()
         try:
             async with self._session.get(signal.url) as resp:
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError):
-            return  # no new reading: it goes stale, and stale is busy
-        if status == 404:
-            load = None
-        elif status >= 400:
+            status, text = 0, ""
+        if status == 0 or (status >= 400 and status != 404):  # no new reading: it goes stale, stale is busy
+            if self._on_update is not None:
+                self._on_update(backend, signal.current(backend.active, refresh=False))
             return
-        else:
-            load = load_from_text(text, signal.names)
+        load = None if status == 404 else load_from_text(text, signal.names)
         if load is None and self._log is not None:
             self._log.warning("load_metrics_missing", backend=backend.name, url=signal.url,
                               using="the gateway's in-flight count")
         signal.update(load, backend.active)
         if self._on_update is not None:
-            self._on_update(backend, signal.current(backend.active))
+            self._on_update(backend, signal.current(backend.active, refresh=False))
 
     def _request_refresh(self, signal: LoadSignal) -> None:
         if signal in self._pending or signal not in self._signals or self._session is None:
             return
+        if time.monotonic() - signal.attempted_at < self.cfg.interval_s / 2:
+            return  # a scrape just failed or is recent: do not hammer an engine that is down
         self._pending.add(signal)
         task = asyncio.get_running_loop().create_task(self.scrape(signal))
         self._tasks.add(task)
