@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, AsyncIterator, Mapping
 
 if TYPE_CHECKING:
+    from backends.load_signals import LoadSignal
     from gateway.config import BackendConfig, Timeouts
 
 
@@ -58,6 +59,7 @@ class Backend(ABC):
         self.max_concurrency = config.max_concurrency
         self.active = 0  # in-flight requests on this backend, all its deployments together
         self.healthy = True  # until the first probe says otherwise
+        self.load_signal: LoadSignal | None = None  # set by the load scraper (backends/load_signals.py)
 
     @abstractmethod
     async def open(self, path: str, body: bytes, request_id: str, ttfb_s: float | None = None) -> Upstream:

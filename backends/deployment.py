@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from backends.base import Backend
 from backends.breaker import CircuitBreaker
+from backends.load_signals import Load
 
 
 @dataclass(eq=False, slots=True)
@@ -38,6 +39,12 @@ class Deployment:
         """Seconds until this deployment may take a request again (0 = now)."""
         wait = max(0.0, self.cool_until - time.monotonic())
         return max(wait, self.breaker.retry_in()) if self.breaker is not None else wait
+
+    def load(self) -> Load:
+        """The engine's load (its /metrics, or the gateway's in-flight count); stale = busy."""
+        signal = self.backend.load_signal
+        in_flight = self.backend.active
+        return signal.current(in_flight) if signal is not None else Load(0.0, float(in_flight))
 
     def acquire(self) -> None:
         self.active += 1

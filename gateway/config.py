@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from backends import BACKEND_KINDS
-from policies import POLICIES
+from backends.load_config import LoadMetrics, LoadSignalsConfig
+from policies import POLICIES, policy_options
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
 from loadtest.sim_config import SimulationConfig
 
@@ -69,6 +70,8 @@ class BackendConfig(Strict):
     local: bool | None = Field(None, description="a local GPU engine (default by kind) or a remote API")
     stream_usage: bool = Field(True, description="engine accepts stream_options.include_usage")
     breaker: BreakerConfig | None = Field(None, description="this backend's breakers; None = resilience.breaker")
+    load_metrics: LoadMetrics = Field("auto", description="which engine's /metrics names give its load; auto = by kind")
+    metrics_url: str | None = Field(None, description="the engine's Prometheus endpoint; None = url without /v1 + /metrics")
 
     @field_validator("kind")
     @classmethod
@@ -98,6 +101,7 @@ class ModelConfig(Strict):
     fallbacks: list[str] = Field([], description="aliases tried in order when no deployment can serve")
     ttfb_s: float | None = Field(None, gt=0, description="time to first byte for this model (long prefill)")
     hedge_after_s: float | None = Field(None, gt=0, description="no first byte after this: send a second copy")
+    policy_options: dict[str, Any] = Field({}, description="the policy's options (policies/options.py)")
 
     @field_validator("policy")
     @classmethod
@@ -105,6 +109,16 @@ class ModelConfig(Strict):
         if v not in POLICIES:
             raise ValueError(f"unknown policy {v!r}; expected one of: {', '.join(sorted(POLICIES))}")
         return v
+
+    @model_validator(mode="after")
+    def _policy_options(self) -> "ModelConfig":
+        if self.policy in POLICIES:
+            try:
+                policy_options(self.policy, self.policy_options)
+            except ValidationError as e:
+                raise ValueError(f"policy_options for {self.policy!r}: " + "; ".join(
+                    f"{'.'.join(map(str, err['loc'])) or '(options)'}: {_msg(err)}" for err in e.errors())) from None
+        return self
 
 
 class TeamConfig(Strict):
@@ -132,6 +146,7 @@ class Config(Strict):
     keys: list[KeyConfig] = []
     resilience: ResilienceConfig = ResilienceConfig()
     simulation: SimulationConfig | None = None  # simulated engines for --simulate / the swarm (loadtest/)
+    load_signals: LoadSignalsConfig = LoadSignalsConfig()
 
 
 def _check_sha256(v: str) -> str:

@@ -80,6 +80,35 @@ class Metrics:
         self.upstream_attempts = Counter(
             "switchyard_upstream_attempts", "Requests sent upstream (first tries, retries, hedges).", ["deployment"], registry=r,
         )
+        # Routing (issue 4): engine load signals (backends/load_signals.py) and policy decisions (policies/).
+        self.load_waiting = Gauge(
+            "switchyard_deployment_requests_waiting", "Requests waiting in the engine's queue (its /metrics, or 0).",
+            ["deployment"], registry=r,
+        )
+        self.load_running = Gauge(
+            "switchyard_deployment_requests_running", "Requests the engine is running (its /metrics, or the gateway's in-flight count).",
+            ["deployment"], registry=r,
+        )
+        self.load_kv = Gauge(
+            "switchyard_deployment_kv_cache_usage_ratio", "Share of the engine's KV cache in use, 0..1 (engines that export it).",
+            ["deployment"], registry=r,
+        )
+        self.load_stale = Gauge(
+            "switchyard_deployment_load_stale", "1 when the engine's last load reading is stale (routing treats it as busy).",
+            ["deployment"], registry=r,
+        )
+        self.spillover = Counter(
+            "switchyard_spillover", "local-first: requests sent to a remote deployment because every local engine was saturated.",
+            ["model"], registry=r,
+        )
+        self.session_moves = Counter(
+            "switchyard_session_moves", "session-affinity: sessions moved off their pinned deployment (down, full or over the load bound).",
+            ["model"], registry=r,
+        )
+        self.prefix_routing = Counter(
+            "switchyard_prefix_routing", "prefix-aware: routing decisions by kind (cache = longest prefix, balance, spread).",
+            ["model", "decision"], registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -98,6 +127,14 @@ class Metrics:
 
     def upstream_error(self, deployment: str, kind: str) -> None:
         self._child(self.upstream_errors, deployment, kind).inc()
+
+    def set_load(self, deployment: str, load: Any) -> None:
+        """Re-export one deployment's Load (backends.load_signals.Load) as gauges."""
+        self._child(self.load_waiting, deployment).set(load.waiting)
+        self._child(self.load_running, deployment).set(load.running)
+        if load.kv_usage is not None:
+            self._child(self.load_kv, deployment).set(load.kv_usage)
+        self._child(self.load_stale, deployment).set(1 if load.stale else 0)
 
     def observe(self, ctx: RequestContext) -> None:
         team = ctx.principal.team if ctx.principal else ""

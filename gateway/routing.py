@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from backends.base import Backend
 from backends.deployment import Deployment
@@ -34,11 +35,11 @@ class Router:
         self._routes = routes
 
     @classmethod
-    def build(cls, config: Config, backends: dict[str, Backend]) -> "Router":
+    def build(cls, config: Config, backends: dict[str, Backend], metrics: Any = None) -> "Router":
         routes = {}
         for m in config.models:
             deployments = [Deployment(backends[d.backend], d.model, d.weight) for d in m.deployments]
-            routes[m.name] = ModelRoute(m.name, deployments, make_policy(m.policy))
+            routes[m.name] = ModelRoute(m.name, deployments, make_policy(m.policy, m.policy_options, alias=m.name, metrics=metrics))
         return cls(routes)
 
     def get(self, alias: str) -> ModelRoute | None:

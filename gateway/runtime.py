@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from backends import backend_class, is_local_kind
 from backends.base import Backend
 from backends.health import HealthProber
+from backends.load_signals import Load, LoadScraper
 from gateway.config import Config
 from gateway.keys import KeyTable, Principal
 from gateway.logs import get_logger
@@ -37,7 +38,9 @@ class Gateway:
         for b in config.backends:
             local = is_local_kind(b.kind) if b.local is None else b.local
             self.backends[b.name] = backend_class(b.kind)(b, b.timeouts or config.server.timeouts, local)
-        self.router = Router.build(config, self.backends)
+        self.router = Router.build(config, self.backends, self.metrics)
+        # Engine load from each local engine's /metrics (backends/load_signals.py), per deployment.
+        self.load_scraper = LoadScraper(list(self.backends.values()), config.load_signals, self._on_load, self.log)
         self.resilience = Resilience(config, self.router, self.metrics, self.log)  # breakers, retry budget
         self.prober = HealthProber(
             list(self.backends.values()), config.server.health_check_interval_s, self._on_probe
@@ -59,16 +62,24 @@ class Gateway:
             self.log.warning("backend_health", backend=backend.name, healthy=backend.healthy)
             self.resilience.on_backend_health(backend)
 
+    def _on_load(self, backend: Backend, load: Load) -> None:
+        for route in self.router.routes():
+            for d in route.deployments:
+                if d.backend is backend:
+                    self.metrics.set_load(d.name, load)
+
     async def start(self) -> None:
         for backend in self.backends.values():
             await backend.start()
         self.prober.start()
+        await self.load_scraper.start()
         self.log.info(
             "gateway_started", models=self.router.aliases(), backends=list(self.backends), keys=len(self.keys)
         )
 
     async def stop(self) -> None:
         await self.prober.stop()
+        await self.load_scraper.stop()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         for backend in self.backends.values():

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class LeastActive(BasePolicy):
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(self, options: object = None, rng: random.Random | None = None, **_: object) -> None:
         self._rng = rng or random.Random()
 
     def choose(self, candidates: Sequence["Deployment"], ctx: "RequestContext") -> "Deployment":

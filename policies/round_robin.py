@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class RoundRobin(BasePolicy):
-    def __init__(self) -> None:
+    def __init__(self, options: object = None, **_: object) -> None:
         self._next = itertools.count().__next__
 
     def choose(self, candidates: Sequence["Deployment"], ctx: "RequestContext") -> "Deployment":
