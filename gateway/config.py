@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from backends import BACKEND_KINDS
 from policies import POLICIES
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
+from gateway.limits.config import BudgetsConfig, LimitsConfig, PriceConfig
 
 
 class Strict(BaseModel):
@@ -130,6 +131,9 @@ class Config(Strict):
     teams: list[TeamConfig] = []
     keys: list[KeyConfig] = []
     resilience: ResilienceConfig = ResilienceConfig()
+    limits: LimitsConfig | None = None  # gateway/limits/: rate limits
+    budgets: BudgetsConfig | None = None  # gateway/limits/: spend budgets
+    prices: dict[str, PriceConfig] = {}  # gateway/limits/: per-model prices, override litellm's map
 
 
 def _check_sha256(v: str) -> str:
