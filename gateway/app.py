@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.admin import add_admin_routes
 from gateway.auth import authenticate
+from gateway.limits.usage import usage_endpoint
 from gateway.errors import GatewayError, error_response, model_not_found
 from gateway.pipeline import GATEWAY, current_gateway, handle_inference, request_id_of
 from gateway.runtime import Gateway, GatewayRef
@@ -81,6 +82,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/switchyard/usage", usage_endpoint)
     add_admin_routes(app)
     app.router.add_route("*", "/{tail:.*}", not_found)
 

@@ -20,6 +20,7 @@ from backends.load_config import LoadMetrics, LoadSignalsConfig
 from policies import POLICIES, policy_options
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
 from loadtest.sim_config import SimulationConfig
+from gateway.limits.config import BudgetsConfig, LimitsConfig, PriceConfig
 
 
 class Strict(BaseModel):
@@ -147,6 +148,9 @@ class Config(Strict):
     resilience: ResilienceConfig = ResilienceConfig()
     simulation: SimulationConfig | None = None  # simulated engines for --simulate / the swarm (loadtest/)
     load_signals: LoadSignalsConfig = LoadSignalsConfig()
+    limits: LimitsConfig | None = None  # gateway/limits/: rate limits
+    budgets: BudgetsConfig | None = None  # gateway/limits/: spend budgets
+    prices: dict[str, PriceConfig] = {}  # gateway/limits/: per-model prices, override litellm's map
 
 
 def _check_sha256(v: str) -> str:

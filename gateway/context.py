@@ -46,6 +46,7 @@ class RequestContext:
     response_body: bytes | None = None
     response_complete: bool = False  # the whole answer reached the client (stream ended with [DONE])
     cache_status: str | None = None  # "hit-exact" | "hit-semantic" | "miss" once a cache looked
+    limits: Any = None  # gateway/limits/: the reservation to settle (rate limits, budget)
 
     @property
     def ttft_s(self) -> float | None:

@@ -109,6 +109,24 @@ class Metrics:
             "switchyard_prefix_routing", "prefix-aware: routing decisions by kind (cache = longest prefix, balance, spread).",
             ["model", "decision"], registry=r,
         )
+        # Rate limits, budgets, spend (gateway/limits/).
+        self.spend_usd = Counter(
+            "switchyard_spend_usd", "Settled cost in USD, by team and model alias.", ["team", "model"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "switchyard_rate_limited", "Requests refused with 429 by a rate limit, by the limit's scope (key|team|model) and the caller's team.",
+            ["scope", "team"], registry=r,
+        )
+        self.budget_refused = Counter(
+            "switchyard_budget_refused", "Requests refused with 429 budget_exceeded (hard budget), by team.", ["team"], registry=r,
+        )
+        self.budget_soft_alerts = Counter(
+            "switchyard_budget_soft_alerts", "Soft budget limits passed (alert raised), by team.", ["team"], registry=r,
+        )
+        self.limits_store_errors = Counter(
+            "switchyard_limits_store_errors", "Redis failures of the limits store, by operation (admit|settle|spend); the fail policy applied.",
+            ["op"], registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -124,6 +142,9 @@ class Metrics:
     def count(self, metric: Any, *labels: str) -> None:
         """Increment a labelled counter through the child cache."""
         self._child(metric, *labels).inc()
+
+    def spend_child(self, team: str, model: str) -> Any:
+        return self._child(self.spend_usd, team, model)
 
     def upstream_error(self, deployment: str, kind: str) -> None:
         self._child(self.upstream_errors, deployment, kind).inc()

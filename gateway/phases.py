@@ -32,6 +32,7 @@ class Phase(Protocol):
 # Gateway, or returns None when its feature is not configured. Admission (rate limits, budgets)
 # comes before caches, so a cache hit still counts toward request limits.
 PHASE_FACTORIES: list[Callable[["Gateway"], Phase | None]] = [
+    lambda gw: gw.limits,  # gateway/limits/: rate limits, budgets (built in Gateway.__init__)
 ]
 
 

@@ -17,6 +17,7 @@ from backends.health import HealthProber
 from backends.load_signals import Load, LoadScraper
 from gateway.config import Config
 from gateway.keys import KeyTable, Principal
+from gateway.limits.phase import LimitsPhase, build_limits
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.phases import Phase, build_phases
@@ -48,6 +49,9 @@ class Gateway:
         self.background: set[asyncio.Task[Any]] = set()
         # Shared state for several processes; None = this process keeps its state in memory.
         self.redis: Redis | None = make_redis(config.redis) if config.redis is not None else None
+        # Rate limits, budgets, spend (gateway/limits/); None when not configured. Read spend with
+        # `await gateway.limits.spend(team=...)` / `(key=...)`.
+        self.limits: LimitsPhase | None = build_limits(self)
         self.phases: list[Phase] = build_phases(self)
         # Request ids: a random per-process prefix + a counter (unique, and far cheaper than uuid4).
         self._rid_prefix = os.urandom(6).hex()
@@ -73,6 +77,8 @@ class Gateway:
             await backend.start()
         self.prober.start()
         await self.load_scraper.start()
+        if self.limits is not None:
+            await self.limits.start()
         self.log.info(
             "gateway_started", models=self.router.aliases(), backends=list(self.backends), keys=len(self.keys)
         )
@@ -82,6 +88,8 @@ class Gateway:
         await self.load_scraper.stop()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
+        if self.limits is not None:
+            await self.limits.stop()
         for backend in self.backends.values():
             await backend.close()
         if self.redis is not None:

@@ -1,0 +1,100 @@
+"""One suite, two stores: the in-memory store and the Redis store (real Redis, one Lua call per
+check) must behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import redis.asyncio as aioredis
+
+import pytest
+
+from gateway.limits.redis_store import RedisStore
+from tests.limits.conftest import REDIS_URL
+from gateway.limits.store import BucketCheck, BudgetCheck, BudgetSettle, CounterCheck, MemoryStore
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: Any, prefix: str) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    pool = aioredis.BlockingConnectionPool.from_url(REDIS_URL, max_connections=20, timeout=5, socket_timeout=5)
+    client = aioredis.Redis(connection_pool=pool)
+    yield RedisStore(client)
+    async for key in client.scan_iter(match=f"{prefix}*"):
+        await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture
+def k(prefix: str) -> Any:
+    return lambda name: f"{prefix}{name}"
+
+
+SLOW = 1e-6  # a refill rate so slow the test never sees it
+
+
+async def test_bucket_admits_up_to_capacity_then_refuses(store: Any, k: Any) -> None:
+    b = BucketCheck(k("rpm"), SLOW, 5, 1)
+    oks = [(await store.admit([b], [], [])).ok for _ in range(7)]
+    assert oks == [True] * 5 + [False] * 2
+    refused = await store.admit([b], [], [])
+    assert refused.failed == "bucket:0" and refused.retry_after_s > 1000
+
+
+async def test_admission_is_all_or_nothing(store: Any, k: Any) -> None:
+    wide = BucketCheck(k("wide"), SLOW, 100, 1)
+    narrow = BucketCheck(k("narrow"), SLOW, 1, 1)
+    assert (await store.admit([wide, narrow], [], [])).ok
+    refused = await store.admit([wide, narrow], [], [])
+    assert not refused.ok and refused.failed == "bucket:1"
+    after = await store.admit([wide], [], [])
+    assert after.levels == [pytest.approx(98, abs=0.01)]  # the refused request took nothing from `wide`
+
+
+async def test_concurrency_counter_holds_and_releases(store: Any, k: Any) -> None:
+    c = CounterCheck(k("conc"), 2)
+    assert (await store.admit([], [c], [])).ok
+    assert (await store.admit([], [c], [])).ok
+    refused = await store.admit([], [c], [])
+    assert refused.failed == "counter:0"
+    await store.settle([], [c.key], [])
+    assert (await store.admit([], [c], [])).ok
+
+
+async def test_budget_reserves_worst_case_and_settles_real_cost(store: Any, k: Any) -> None:
+    g = BudgetCheck(k("spend"), hard=1000, amount=400, ttl_s=3600)
+    assert (await store.admit([], [], [g])).ok
+    assert (await store.admit([], [], [g])).ok
+    refused = await store.admit([], [], [g])  # 800 reserved + 400 > 1000
+    assert refused.failed == "budget:0"
+    s = await store.spend(g.key)
+    assert (s.spent, s.reserved) == (0, 800)
+    totals = await store.settle([], [], [BudgetSettle(g.key, 400, 150, "chat", 10, 5, 3600)])
+    assert totals == [150]
+    s = await store.spend(g.key)
+    assert (s.spent, s.reserved) == (150, 400)
+    assert s.by_model == {"chat": {"usd_nano": 150, "prompt_tokens": 10, "completion_tokens": 5, "requests": 1}}
+    assert (await store.admit([], [], [g])).ok  # 150 + 400 + 400 <= 1000
+
+
+async def test_untracked_budget_never_refuses(store: Any, k: Any) -> None:
+    g = BudgetCheck(k("free"), hard=None, amount=10**12, ttl_s=None)
+    for _ in range(3):
+        assert (await store.admit([], [], [g])).ok
+
+
+async def test_settle_refund_restores_tokens(store: Any, k: Any) -> None:
+    b = BucketCheck(k("tpm"), SLOW, 1000, 900)
+    assert (await store.admit([b], [], [])).ok
+    await store.settle([(b, 800.0)], [], [])  # used 100
+    probe = await store.admit([BucketCheck(b.key, SLOW, 1000, 850)], [], [])
+    assert probe.ok and probe.levels[0] == pytest.approx(50, abs=0.1)
+
+
+async def test_parallel_admissions_never_exceed_capacity(store: Any, k: Any) -> None:
+    b = BucketCheck(k("race"), SLOW, 50, 1)
+    results = await asyncio.gather(*(store.admit([b], [], []) for _ in range(200)))
+    assert sum(r.ok for r in results) == 50
