@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from backends import BACKEND_KINDS
 from policies import POLICIES
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
+from gateway.cache.config import CacheConfig
 
 
 class Strict(BaseModel):
@@ -130,6 +131,7 @@ class Config(Strict):
     teams: list[TeamConfig] = []
     keys: list[KeyConfig] = []
     resilience: ResilienceConfig = ResilienceConfig()
+    cache: CacheConfig | None = None  # response caches (gateway/cache/); None = no caching
 
 
 def _check_sha256(v: str) -> str:
