@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from backends import BACKEND_KINDS
 from policies import POLICIES
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
-from gateway.cache.config import CacheConfig
+from gateway.cache.config import CacheConfig, cross_check as cache_cross_check
 
 
 class Strict(BaseModel):
@@ -281,4 +281,5 @@ def cross_check(raw: dict[str, Any]) -> list[tuple[str, str]]:
         if digest and digest in hashes:
             problems.append((f"{where}.sha256", "the same key hash appears twice"))
         hashes.add(digest)
+    problems += cache_cross_check(raw, models)
     return problems

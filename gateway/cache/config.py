@@ -79,3 +79,19 @@ class ModelSettings(Strict):
     cache_length_finish: bool
     cache_nondeterministic: bool
     count_hits_toward_tpm: bool
+
+
+def cross_check(raw: dict, models: set) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    """References from `[cache]` to model aliases (called by gateway.config.cross_check)."""
+    cache = raw.get("cache")
+    if not isinstance(cache, dict):
+        return []
+    problems = []
+    per_model = cache.get("models")
+    for name in per_model if isinstance(per_model, dict) else []:
+        if name not in models:
+            problems.append((f"cache.models.{name}", f"no model named {name!r}"))
+    embedder = cache.get("embedder")
+    if isinstance(embedder, str) and embedder != "local" and embedder not in models:
+        problems.append(("cache.embedder", f"`local` or an embeddings model alias; no model named {embedder!r}"))
+    return problems

