@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from gateway.auth import presented_key
-from gateway.errors import GatewayError, error_response, unauthorized
+from gateway.errors import GatewayError, bad_request, error_response, unauthorized
 from gateway.keys import hash_key
 from gateway.pipeline import current_gateway, request_id_of
 
@@ -69,9 +69,32 @@ async def list_breakers(request: web.Request) -> web.Response:
     return json_response({"deployments": current_gateway(request).resilience.status()})
 
 
+async def purge_cache(request: web.Request) -> web.Response:
+    """Drop cached answers: JSON body {"model", "team", "scope"}, each optional (none = all)."""
+    gw = current_gateway(request)
+    cache = next((p for p in gw.phases if p.name == "cache"), None)
+    if cache is None:
+        return error_response(GatewayError(404, "Caching is not configured ([cache]).", code="cache_disabled"))
+    raw = await request.read()
+    try:
+        filters = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        filters = None
+    allowed = {"model", "team", "scope"}
+    if (not isinstance(filters, dict) or set(filters) - allowed
+            or any(not isinstance(v, str) or not v for v in filters.values())
+            or filters.get("scope", "global") not in ("global", "team", "key", "session")):
+        return error_response(bad_request(
+            'Expected a JSON object with optional string fields "model", "team", "scope" (global|team|key|session).'))
+    purged = await cache.purge(filters.get("model"), filters.get("team"), filters.get("scope"))  # type: ignore[attr-defined]
+    gw.log.info("audit", action="cache_purge", filters=filters, purged=purged)
+    return json_response({"purged": purged, "filters": filters})
+
+
 ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/admin/deployments", list_deployments),
     ("GET", "/admin/breakers", list_breakers),
+    ("POST", "/admin/cache/purge", purge_cache),
 ]
 
 

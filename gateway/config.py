@@ -21,6 +21,7 @@ from policies import POLICIES, policy_options
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
 from loadtest.sim_config import SimulationConfig
 from gateway.limits.config import BudgetsConfig, LimitsConfig, PriceConfig
+from gateway.cache.config import CacheConfig, cross_check as cache_cross_check
 
 
 class Strict(BaseModel):
@@ -151,6 +152,7 @@ class Config(Strict):
     limits: LimitsConfig | None = None  # gateway/limits/: rate limits
     budgets: BudgetsConfig | None = None  # gateway/limits/: spend budgets
     prices: dict[str, PriceConfig] = {}  # gateway/limits/: per-model prices, override litellm's map
+    cache: CacheConfig | None = None  # response caches (gateway/cache/); None = no caching
 
 
 def _check_sha256(v: str) -> str:
@@ -300,4 +302,5 @@ def cross_check(raw: dict[str, Any]) -> list[tuple[str, str]]:
         if digest and digest in hashes:
             problems.append((f"{where}.sha256", "the same key hash appears twice"))
         hashes.add(digest)
+    problems += cache_cross_check(raw, models)
     return problems

@@ -45,7 +45,14 @@ class RequestContext:
     capture_body: bool = False
     response_body: bytes | None = None
     response_complete: bool = False  # the whole answer reached the client (stream ended with [DONE])
-    cache_status: str | None = None  # "hit-exact" | "hit-semantic" | "miss" once a cache looked
+    cache_status: str | None = None  # "hit-exact" | "hit-semantic" | "miss" | "bypass" once a cache looked
+    # Caches (gateway/cache/phase.py). On a hit, `usage` holds the tokens to CHARGE (zero unless
+    # the model's cache config counts hits toward token limits), so limits and budgets reading
+    # ctx.usage charge no upstream cost; `cache_saved` holds what the answer cost when it was made.
+    request_headers: Any = None  # the client's request headers (x-switchyard-cache, Cache-Control)
+    cache_state: Any = None  # the cache phase's own per-request state
+    cache_saved: Usage | None = None
+    cache_similarity: float | None = None
     limits: Any = None  # gateway/limits/: the reservation to settle (rate limits, budget)
 
     @property

@@ -168,7 +168,7 @@ class Metrics:
             self._child(self.latency, model).observe(ctx.latency_s)
         if ctx.ttft_s is not None and 200 <= ctx.status < 300:
             self._child(self.ttft, model).observe(ctx.ttft_s)
-        if ctx.usage.known:
+        if ctx.usage.known and ctx.cache_saved is None:  # a cache hit used no upstream tokens
             self._child(self.tokens, model, team, "prompt").inc(ctx.usage.prompt_tokens)
             self._child(self.tokens, model, team, "completion").inc(ctx.usage.completion_tokens)
 

@@ -28,11 +28,17 @@ class Phase(Protocol):
     async def on_complete(self, ctx: RequestContext) -> None: ...
 
 
+def _cache_phase(gateway: "Gateway") -> Phase | None:
+    from gateway.cache.phase import build_cache_phase  # lazy: numpy, and torch only when semantic is on
+    return build_cache_phase(gateway)
+
+
 # Phases in the order they run (on_complete runs in reverse). Each entry builds a phase from the
 # Gateway, or returns None when its feature is not configured. Admission (rate limits, budgets)
 # comes before caches, so a cache hit still counts toward request limits.
 PHASE_FACTORIES: list[Callable[["Gateway"], Phase | None]] = [
     lambda gw: gw.limits,  # gateway/limits/: rate limits, budgets (built in Gateway.__init__)
+    _cache_phase,
 ]
 
 

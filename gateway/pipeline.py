@@ -104,4 +104,5 @@ def _observe(gw: Gateway, ctx: RequestContext) -> None:
         latency_ms=round(ctx.latency_s * 1000, 2) if ctx.latency_s is not None else None,
         ttft_ms=round(ctx.ttft_s * 1000, 2) if ctx.ttft_s is not None else None,
         attempts=ctx.attempts,
+        cache=ctx.cache_status,
     )

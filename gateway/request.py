@@ -31,6 +31,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 def parse_into(ctx: RequestContext, body: bytes, headers: Any) -> None:
     ctx.body = body
+    ctx.request_headers = headers
     if not body:
         raise bad_request("The request body is empty; expected a JSON object.")
     try:

@@ -86,6 +86,10 @@ class Gateway:
     async def stop(self) -> None:
         await self.prober.stop()
         await self.load_scraper.stop()
+        for phase in self.phases:  # phases holding resources (worker threads) release them
+            close = getattr(phase, "close", None)
+            if close is not None:
+                await close()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         if self.limits is not None:
