@@ -16,6 +16,7 @@ from gateway.auth import presented_key
 from gateway.errors import GatewayError, error_response, unauthorized
 from gateway.keys import hash_key
 from gateway.pipeline import current_gateway, request_id_of
+from gateway.reload import admin_reload
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,6 +73,7 @@ async def list_breakers(request: web.Request) -> web.Response:
 ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/admin/deployments", list_deployments),
     ("GET", "/admin/breakers", list_breakers),
+    ("POST", "/admin/reload", admin_reload),  # gateway/reload.py
 ]
 
 

@@ -44,7 +44,7 @@ def serve(config_path: str, host: str | None, port: int | None, simulate: bool) 
                     await e.stop()
             return stop_all
     try:
-        _run(serve_forever(config, host, port, before_start))
+        _run(serve_forever(config, host, port, before_start, config_path=config_path))
     finally:
         writer.close()
 

@@ -28,9 +28,10 @@ from gateway.routing import Router
 
 
 class Gateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
-        self.metrics = Metrics()
+        # A reload hands the old gateway's metrics over, so counters continue across it.
+        self.metrics = metrics or Metrics()
         self.log = get_logger("switchyard")
         self.keys = KeyTable({k.sha256: Principal(k.name, k.team, frozenset(k.models)) for k in config.keys})
         self.backends: dict[str, Backend] = {}
@@ -43,6 +44,7 @@ class Gateway:
             list(self.backends.values()), config.server.health_check_interval_s, self._on_probe
         )
         self.background: set[asyncio.Task[Any]] = set()
+        self.requests_in_flight = 0  # inference requests not yet settled (a reload drains them)
         # Shared state for several processes; None = this process keeps its state in memory.
         self.redis: Redis | None = make_redis(config.redis) if config.redis is not None else None
         self.phases: list[Phase] = build_phases(self)
