@@ -80,6 +80,11 @@ class Metrics:
         self.upstream_attempts = Counter(
             "switchyard_upstream_attempts", "Requests sent upstream (first tries, retries, hedges).", ["deployment"], registry=r,
         )
+        # Operations (gateway/reload.py, issue 8).
+        self.config_reloads = Counter(
+            "switchyard_config_reloads", "Config reloads (SIGHUP, POST /admin/reload) by result (ok|rejected).",
+            ["result"], registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:

@@ -43,6 +43,7 @@ class Reloader:
             try:
                 config = await self.validate()
             except ConfigError as e:
+                old.metrics.count(old.metrics.config_reloads, "rejected")
                 old.log.error("config_reload_rejected", reason=reason, path=str(self.path), errors=e.problems)
                 raise
             new = Gateway(config, metrics=old.metrics)
@@ -50,6 +51,7 @@ class Reloader:
             await _first_probe(new)
             self.ref.current = new
             self.reloads += 1
+            new.metrics.count(new.metrics.config_reloads, "ok")
             if (config.server.host, config.server.port) != (old.config.server.host, old.config.server.port):
                 new.log.warning("config_reload_listen_address_unchanged",
                                 detail="server.host/port take effect only on restart")
