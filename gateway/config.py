@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from backends import BACKEND_KINDS
 from policies import POLICIES
+from gateway.keystore_config import KeyStoreConfig
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
 
 
@@ -130,6 +131,7 @@ class Config(Strict):
     teams: list[TeamConfig] = []
     keys: list[KeyConfig] = []
     resilience: ResilienceConfig = ResilienceConfig()
+    keystore: KeyStoreConfig = KeyStoreConfig()  # admin-created keys (gateway/keystore.py)
 
 
 def _check_sha256(v: str) -> str:

@@ -16,6 +16,7 @@ from backends.base import Backend
 from backends.health import HealthProber
 from gateway.config import Config
 from gateway.keys import KeyTable, Principal
+from gateway.keystore import KeyStoreSync
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.phases import Phase, build_phases
@@ -48,6 +49,7 @@ class Gateway:
         # Shared state for several processes; None = this process keeps its state in memory.
         self.redis: Redis | None = make_redis(config.redis) if config.redis is not None else None
         self.phases: list[Phase] = build_phases(self)
+        self.keystore = KeyStoreSync(self)  # admin-created API keys
         # Request ids: a random per-process prefix + a counter (unique, and far cheaper than uuid4).
         self._rid_prefix = os.urandom(6).hex()
         self._rid_next = itertools.count(1).__next__
@@ -65,12 +67,14 @@ class Gateway:
         for backend in self.backends.values():
             await backend.start()
         self.prober.start()
+        await self.keystore.start()
         self.log.info(
             "gateway_started", models=self.router.aliases(), backends=list(self.backends), keys=len(self.keys)
         )
 
     async def stop(self) -> None:
         await self.prober.stop()
+        await self.keystore.stop()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         for backend in self.backends.values():
