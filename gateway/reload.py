@@ -12,6 +12,7 @@ restart: a reload that changes them is applied otherwise and logged as a warning
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.runtime import Gateway, GatewayRef
+from gateway.workers import SUPERVISOR_ENV, signal_supervisor
 
 FIRST_PROBE_WAIT_S = 5.0
 
@@ -125,6 +127,10 @@ async def admin_reload(request: web.Request) -> web.Response:
             "message": "This gateway was not started from a config file; nothing to reload.",
             "type": "invalid_request_error", "param": None, "code": "reload_unavailable"}}, status=409)
     try:
+        if os.environ.get(SUPERVISOR_ENV):  # one of several workers: check here, then reload them all
+            await reloader.validate()
+            signal_supervisor()
+            return json_response({"status": "reloading", "workers": "all"}, status=202)
         gw = await reloader.reload(reason="admin")
     except ConfigError as e:
         return json_response({
