@@ -39,7 +39,7 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     timeouts: Timeouts = Timeouts()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, else JSON
     admin_key_sha256: str | None = None
     health_check_interval_s: float = Field(10.0, gt=0)
 
