@@ -16,6 +16,8 @@ from gateway.auth import presented_key
 from gateway.errors import GatewayError, bad_request, error_response, unauthorized
 from gateway.keys import hash_key
 from gateway.pipeline import current_gateway, request_id_of
+from gateway.admin_keys import create_key, list_keys, revoke_key
+from gateway.reload import admin_reload
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -95,6 +97,10 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/admin/deployments", list_deployments),
     ("GET", "/admin/breakers", list_breakers),
     ("POST", "/admin/cache/purge", purge_cache),
+    ("POST", "/admin/reload", admin_reload),  # gateway/reload.py
+    ("POST", "/admin/keys", create_key),  # gateway/admin_keys.py
+    ("GET", "/admin/keys", list_keys),
+    ("DELETE", "/admin/keys/{key_id}", revoke_key),
 ]
 
 

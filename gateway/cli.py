@@ -25,8 +25,11 @@ def main() -> None:
     help="Also start a SIMULATED engine (loadtest/) for every backend whose URL is on this machine. "
          "For demos and trials: no GPU, no model, made-up text.",
 )
-def serve(config_path: str, host: str | None, port: int | None, simulate: bool) -> None:
-    """Run the gateway."""
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Gateway processes sharing the port (SO_REUSEPORT) under a supervisor; metrics are summed.")
+@click.option("--worker", is_flag=True, hidden=True, help="Internal: run as one worker of a supervisor.")
+def serve(config_path: str, host: str | None, port: int | None, simulate: bool, workers: int, worker: bool) -> None:
+    """Run the gateway. SIGHUP reloads the config file."""
     from gateway.logs import configure_logging
     from gateway.server import serve as serve_forever
 
@@ -44,7 +47,16 @@ def serve(config_path: str, host: str | None, port: int | None, simulate: bool) 
                     await e.stop()
             return stop_all
     try:
-        _run(serve_forever(config, host, port, before_start))
+        if workers > 1:
+            from gateway.workers import supervise
+
+            bind_port = config.server.port if port is None else port
+            if bind_port == 0:
+                click.echo("--workers needs a fixed port (server.port or --port), not 0", err=True)
+                sys.exit(2)
+            _run(supervise(config_path, workers, host, bind_port, before_start))
+        else:
+            _run(serve_forever(config, host, port, before_start, config_path=config_path, reuse_port=worker))
     finally:
         writer.close()
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from backends import BACKEND_KINDS
 from backends.load_config import LoadMetrics, LoadSignalsConfig
 from policies import POLICIES, policy_options
+from gateway.keystore_config import KeyStoreConfig
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
 from loadtest.sim_config import SimulationConfig
 from gateway.limits.config import BudgetsConfig, LimitsConfig, PriceConfig
@@ -42,7 +43,7 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     timeouts: Timeouts = Timeouts()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, else JSON
     admin_key_sha256: str | None = None
     health_check_interval_s: float = Field(10.0, gt=0)
 
@@ -153,6 +154,7 @@ class Config(Strict):
     budgets: BudgetsConfig | None = None  # gateway/limits/: spend budgets
     prices: dict[str, PriceConfig] = {}  # gateway/limits/: per-model prices, override litellm's map
     cache: CacheConfig | None = None  # response caches (gateway/cache/); None = no caching
+    keystore: KeyStoreConfig = KeyStoreConfig()  # admin-created keys (gateway/keystore.py)
 
 
 def _check_sha256(v: str) -> str:

@@ -39,9 +39,25 @@ class KeyTable:
 
     def __init__(self, entries: dict[str, Principal]) -> None:
         self._by_hash = dict(entries)
+        self._stored: dict[str, Principal] = {}  # keys created through the admin API (gateway/keystore.py)
 
     def lookup(self, presented: str) -> Principal | None:
-        return self._by_hash.get(hash_key(presented))
+        digest = hash_key(presented)
+        return self._by_hash.get(digest) or self._stored.get(digest)
+
+    def set_stored(self, entries: dict[str, Principal]) -> None:
+        """Replace the admin-created keys (one assignment: a lookup sees the old or the new set)."""
+        self._stored = dict(entries)
+
+    def add_stored(self, digest: str, principal: Principal) -> None:
+        self._stored = {**self._stored, digest: principal}
+
+    def remove_stored(self, digest: str) -> None:
+        self._stored = {k: v for k, v in self._stored.items() if k != digest}
+
+    def names(self) -> set[str]:
+        """Names of the keys from the config file."""
+        return {p.key_name for p in self._by_hash.values()}
 
     def __len__(self) -> int:
         return len(self._by_hash)

@@ -76,6 +76,8 @@ def configure_logging(level: str = "info", fmt: str = "json", out: IO[bytes] | N
     """Configure structlog for the process (logging is process-wide by nature); return the writer
     so the caller can close it on shutdown."""
     writer = QueueWriter(out or sys.stderr.buffer)
+    if fmt == "auto":  # JSON for machines (files, pipes, log shippers); readable lines in a terminal
+        fmt = "console" if out is None and sys.stderr.isatty() else "json"
     if fmt == "console":
         renderer: Any = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     else:

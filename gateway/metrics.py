@@ -8,9 +8,11 @@ objects per label tuple (`_child`) so a request pays for the increments only.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.context import RequestContext
 
@@ -40,10 +42,11 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "switchyard_deployment_in_flight", "Requests in flight on a deployment (until the body ends).",
-            ["deployment"], registry=r,
+            ["deployment"], registry=r, multiprocess_mode="livesum",
         )
         self.backend_up = Gauge(
             "switchyard_backend_up", "1 when the backend's last health probe succeeded.", ["backend"], registry=r,
+            multiprocess_mode="livemax",
         )
         self.upstream_errors = Counter(
             "switchyard_upstream_errors", "Upstream faults by deployment and kind (connect, timeout, status, broken_stream).",
@@ -52,7 +55,7 @@ class Metrics:
         # Resilience (gateway/resilience.py, gateway/dispatch.py).
         self.breaker_state = Gauge(
             "switchyard_breaker_state", "Circuit breaker state per deployment: 0 closed, 1 open, 2 half-open.",
-            ["deployment"], registry=r,
+            ["deployment"], registry=r, multiprocess_mode="livemax",
         )
         self.breaker_transitions = Counter(
             "switchyard_breaker_transitions", "Circuit breaker state changes.", ["deployment", "from_state", "to_state"], registry=r,
@@ -127,6 +130,11 @@ class Metrics:
             "switchyard_limits_store_errors", "Redis failures of the limits store, by operation (admit|settle|spend); the fail policy applied.",
             ["op"], registry=r,
         )
+        # Operations (gateway/reload.py, issue 8).
+        self.config_reloads = Counter(
+            "switchyard_config_reloads", "Config reloads (SIGHUP, POST /admin/reload) by result (ok|rejected).",
+            ["result"], registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -173,4 +181,10 @@ class Metrics:
             self._child(self.tokens, model, team, "completion").inc(ctx.usage.completion_tokens)
 
     def render(self) -> bytes:
+        """This gateway's metrics; under `serve --workers N` (PROMETHEUS_MULTIPROC_DIR set, see
+        gateway/workers.py) the sum over every worker, read from the shared directory."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            aggregated = CollectorRegistry()
+            MultiProcessCollector(aggregated)
+            return generate_latest(aggregated)
         return generate_latest(self.registry)

@@ -40,6 +40,7 @@ async def handle_inference(request: web.Request, endpoint: str) -> web.StreamRes
     ctx.response_headers["x-request-id"] = ctx.request_id
     entered: list[Phase] = []
     cancelled = False
+    gw.requests_in_flight += 1
     try:
         ctx.principal = authenticate(request.headers, gw.keys)
         parse_into(ctx, await read_body(request, gw.config.server.max_body_bytes), request.headers)
@@ -68,12 +69,15 @@ async def handle_inference(request: web.Request, endpoint: str) -> web.StreamRes
         raise
     finally:
         ctx.finished_at = time.perf_counter()
-        if entered and cancelled:
-            gw.spawn(_settle(gw, ctx, entered))  # must not be cut short by the cancellation
-        elif entered:
-            await _settle(gw, ctx, entered)
-        else:
-            _observe(gw, ctx)
+        try:
+            if entered and cancelled:
+                gw.spawn(_settle(gw, ctx, entered))  # must not be cut short by the cancellation
+            elif entered:
+                await _settle(gw, ctx, entered)
+            else:
+                _observe(gw, ctx)
+        finally:
+            gw.requests_in_flight -= 1
 
 
 async def _settle(gw: Gateway, ctx: RequestContext, entered: list[Phase]) -> None:

@@ -18,6 +18,7 @@ from backends.load_signals import Load, LoadScraper
 from gateway.config import Config
 from gateway.keys import KeyTable, Principal
 from gateway.limits.phase import LimitsPhase, build_limits
+from gateway.keystore import KeyStoreSync
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.phases import Phase, build_phases
@@ -30,9 +31,10 @@ from gateway.routing import Router
 
 
 class Gateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
-        self.metrics = Metrics()
+        # A reload hands the old gateway's metrics over, so counters continue across it.
+        self.metrics = metrics or Metrics()
         self.log = get_logger("switchyard")
         self.keys = KeyTable({k.sha256: Principal(k.name, k.team, frozenset(k.models)) for k in config.keys})
         self.backends: dict[str, Backend] = {}
@@ -47,12 +49,14 @@ class Gateway:
             list(self.backends.values()), config.server.health_check_interval_s, self._on_probe
         )
         self.background: set[asyncio.Task[Any]] = set()
+        self.requests_in_flight = 0  # inference requests not yet settled (a reload drains them)
         # Shared state for several processes; None = this process keeps its state in memory.
         self.redis: Redis | None = make_redis(config.redis) if config.redis is not None else None
         # Rate limits, budgets, spend (gateway/limits/); None when not configured. Read spend with
         # `await gateway.limits.spend(team=...)` / `(key=...)`.
         self.limits: LimitsPhase | None = build_limits(self)
         self.phases: list[Phase] = build_phases(self)
+        self.keystore = KeyStoreSync(self)  # admin-created API keys
         # Request ids: a random per-process prefix + a counter (unique, and far cheaper than uuid4).
         self._rid_prefix = os.urandom(6).hex()
         self._rid_next = itertools.count(1).__next__
@@ -79,6 +83,7 @@ class Gateway:
         await self.load_scraper.start()
         if self.limits is not None:
             await self.limits.start()
+        await self.keystore.start()
         self.log.info(
             "gateway_started", models=self.router.aliases(), backends=list(self.backends), keys=len(self.keys)
         )
@@ -90,6 +95,7 @@ class Gateway:
             close = getattr(phase, "close", None)
             if close is not None:
                 await close()
+        await self.keystore.stop()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         if self.limits is not None:

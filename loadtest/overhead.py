@@ -75,7 +75,7 @@ http {{
     return proc, "simulated engine (zero delay)"
 
 
-def start_gateway(tmp: Path, port: int, upstream_port: int) -> subprocess.Popen:
+def start_gateway(tmp: Path, port: int, upstream_port: int, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
     conf = tmp / "gateway.toml"
     conf.write_text(f"""
 [server]
@@ -96,8 +96,17 @@ name = "bench"
 team = "bench"
 sha256 = "{hash_key(KEY)}"
 """)
-    return subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(conf)],
+    return subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(conf), *extra_args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def write_wrk_script(tmp: Path) -> Path:
+    script = tmp / "post.lua"
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(REQUEST))}\n'
+        f'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer {KEY}"\n'
+    )
+    return script
 
 
 def wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, float]:
@@ -126,11 +135,7 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install -y wrk")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        script = tmp / "post.lua"
-        script.write_text(
-            f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(REQUEST))}\n'
-            f'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer {KEY}"\n'
-        )
+        script = write_wrk_script(tmp)
         up_port, gw_port = free_port(), free_port()
         upstream, upstream_kind = start_upstream(tmp, up_port)
         gateway = start_gateway(tmp, gw_port, up_port)

@@ -1,0 +1,91 @@
+"""`switchyard serve --workers 2` (gateway/workers.py): two processes on one port share state through
+Redis (a key created on one works on both, revoked on one is refused by both), and /metrics sums
+the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import openai
+import orjson
+import pytest
+from openai import AsyncOpenAI
+
+from gateway.keys import hash_key
+from loadtest.overhead import free_port, wait_port
+from tests.conftest import gateway_config
+
+ADMIN = "sk-admin-workers"
+pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (make test)")
+
+
+def pids_with(mdir: Path, kind: str) -> set[str]:
+    return {m.group(1) for f in mdir.glob(f"{kind}_*.db") if (m := re.search(r"_(\d+)\.db$", f.name))}
+
+
+async def chat(base: str, key: str) -> None:
+    async with AsyncOpenAI(base_url=base + "/v1", api_key=key, max_retries=0) as client:  # a new connection
+        await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+
+
+@pytest.mark.timeout(90)
+async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engines, tmp_path: Path) -> None:
+    port = free_port()
+    prefix = f"sy-workers-{uuid.uuid4().hex[:8]}:"
+    raw = gateway_config(engines, admin_key_sha256=hash_key(ADMIN))
+    raw["server"]["port"] = port
+    raw["redis"] = {"url": os.environ["REDIS_URL"], "key_prefix": prefix}
+    raw["keystore"] = {"refresh_s": 0.2}
+    (tmp_path / "gw.yaml").write_text(orjson.dumps(raw).decode())
+    mdir = tmp_path / "metrics"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "gw.yaml"), "--workers", "2"],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mdir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await asyncio.to_thread(wait_port, port, 30)
+        for _ in range(100):  # both workers up: each has probed its backends
+            if len(pids_with(mdir, "gauge_livemax")) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(pids_with(mdir, "gauge_livemax")) == 2
+
+        async with aiohttp.ClientSession() as s:
+            async with s.post(base + "/admin/keys", json={"team": "ops"}, headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                assert r.status == 201
+                created = await r.json()
+        await asyncio.sleep(0.6)  # the other worker re-reads the store every 0.2 s
+        for _ in range(30):
+            await chat(base, created["key"])
+        assert len(pids_with(mdir, "counter")) == 2  # both workers answered requests
+
+        async with aiohttp.ClientSession() as s:
+            async with s.get(base + "/metrics") as r:
+                text = await r.text()
+        served = sum(float(v) for v in re.findall(r'^switchyard_requests_total\{[^}]*status="200"[^}]*\} (\S+)$', text, re.M))
+        assert served == 30  # the sum over both workers, whichever answered the scrape
+
+        async with aiohttp.ClientSession() as s:
+            async with s.delete(base + f"/admin/keys/{created['id']}", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                assert r.status == 200
+        await asyncio.sleep(0.6)
+        for _ in range(10):
+            with pytest.raises(openai.AuthenticationError):
+                await chat(base, created["key"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 15)
+        import redis.asyncio as redis
+        r = redis.from_url(os.environ["REDIS_URL"])
+        await r.delete(prefix + "apikeys", prefix + "apikey_names")
+        await r.aclose()
+    assert proc.returncode == 0
