@@ -12,6 +12,9 @@ from loadtest.swarm.agent import Recorder
 from loadtest.swarm.probe import EngineProbe, Snapshot
 
 
+LAG_WARN_S = 0.02  # loop wake-ups later than this (p99) make engine step times visibly longer
+
+
 def percentiles(values: list[float]) -> dict[str, float | None]:
     """p50 / p95 / p99 / max by nearest rank (None when there is no value)."""
     if not values:
@@ -31,6 +34,7 @@ def _scaled(values: list[float | None], scale: float) -> list[float]:
 def build(
     *, scenario: str, policy: str, seed: int, time_scale: float, wall_s: float, rec: Recorder,
     probes: list[EngineProbe], before: dict[str, Snapshot], after: dict[str, Snapshot], gateway_requests: float,
+    loop_lag: list[float] | None = None,
 ) -> dict[str, Any]:
     calls, turns, sessions = rec.calls, rec.turns, rec.sessions
     errors = Counter(c.error for c in calls if c.error is not None)
@@ -91,6 +95,8 @@ def build(
         "engine_ttft_mean_s": ttft_n / ttft_d if ttft_d else None,
         "waiting_peak": max((e["waiting_peak"] for e in engines.values()), default=0.0),
         "remote_cost_usd": round(sum(e["cost_usd"] for e in engines.values()), 6),
+        # wall seconds the shared event loop woke up late: the run's fidelity (see docs/swarm.md)
+        "loop_lag_s": percentiles(loop_lag or []),
         "engines": engines,
         # raw series for plots: [start, latency] per turn; [t, waiting, running] per engine sample
         "series": {
@@ -132,6 +138,10 @@ def table(r: dict[str, Any]) -> str:
         f"{'engine':14}{'profile':>9}{'requests':>10}{'prefix hit':>12}{'eng TTFT':>10}"
         f"{'wait peak':>11}{'wait mean':>11}{'run mean':>10}{'preempt':>9}{'cost $':>10}",
     ]
+    lag = r["loop_lag_s"]["p99"]
+    if lag is not None and lag > LAG_WARN_S:
+        lines.insert(3, f"WARNING  event loop lag p99 {lag * 1000:.0f} ms (wall): CPU-bound run, simulated times are "
+                        "stretched; use a smaller --time-scale or fewer agents")
     for name, e in r["engines"].items():
         lines.append(
             f"{name:14}{e['profile']:>9}{e['requests']:>10}{_pct(e['prefix_hit_rate']):>12}"
