@@ -52,11 +52,17 @@ def _f(v: float | None, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _lag_ms(r: dict[str, Any]) -> str:
+    lag = r.get("loop_lag_s", {}).get("p99")
+    return "-" if lag is None else f"{lag * 1000:.0f}ms"
+
+
 def compare_table(reports: list[dict[str, Any]]) -> str:
     r0 = reports[0]
     head = (f"scenario {r0['scenario']}  seed {r0['seed']}  time_scale {r0['time_scale']}  (simulated seconds)\n"
             f"{'policy':16}{'turn p50':>9}{'p95':>8}{'p99':>8}{'TTFT p50':>9}{'p95':>8}{'eng TTFT':>9}"
-            f"{'prefix hit':>11}{'out tok/s':>10}{'sess p50':>9}{'wait pk':>8}{'sent':>6}{'err':>5}{'cost $':>9}")
+            f"{'prefix hit':>11}{'out tok/s':>10}{'sess p50':>9}{'wait pk':>8}{'sent':>6}{'err':>5}{'cost $':>9}"
+            f"{'lag p99':>8}")
     rows = []
     for r in reports:
         t, ttft = r["turns"]["latency_s"], r["ttft_s"]
@@ -66,6 +72,7 @@ def compare_table(reports: list[dict[str, Any]]) -> str:
             f"{_f(ttft['p95']):>8}{_f(r['engine_ttft_mean_s']):>9}{('-' if hit is None else f'{100*hit:.1f}%'):>11}"
             f"{r['tokens']['completion_per_s']:>10.0f}{_f(r['sessions']['duration_s']['p50'], '.1f'):>9}"
             f"{r['waiting_peak']:>8.0f}{r['requests']['sent']:>6}{r['requests']['errors']:>5}{r['remote_cost_usd']:>9.4f}"
+            f"{_lag_ms(r):>8}"
         )
     return "\n".join([head, *rows])
 

@@ -27,14 +27,14 @@ class AgentKind:
     tool_s: tuple[float, float] = (0.2, 0.6)  # time the tool itself takes
 
 
-CHAT = AgentKind("chat", "interactive", turns=(3, 6), user_tokens=(20, 80), max_tokens=96, tool_every=2)
+CHAT = AgentKind("chat", "interactive", turns=(3, 6), user_tokens=(20, 80), max_tokens=64, tool_every=2)
 RAG = AgentKind(
     "rag", "interactive", turns=(2, 5), user_tokens=(20, 60), context_tokens=(1500, 3500),
-    max_tokens=160, think_s=(1.0, 4.0), tool_every=3,
+    max_tokens=96, think_s=(1.0, 4.0), tool_every=3,
 )
 SUMMARIZER = AgentKind(
     "summarizer", "batch", turns=(1, 2), user_tokens=(20, 40), context_tokens=(2500, 5000),
-    max_tokens=256, think_s=(0.0, 0.2),
+    max_tokens=160, think_s=(0.0, 0.2),
 )
 KINDS = {k.name: k for k in (CHAT, RAG, SUMMARIZER)}
 

@@ -59,3 +59,19 @@ def test_compare_covers_every_registered_policy_round_robin_first():
     assert policy_names("least-active, round-robin") == ["least-active", "round-robin"]
     with pytest.raises(ValueError, match="unknown policy"):
         policy_names("round-robin,nope")
+
+
+async def test_pinning_sessions_raises_prefix_hits_through_the_gateway():
+    """The first validator claim on the smoke scenario: the same agents, once spread round-robin
+    over 4 engines, once pinned per session; follow-up turns only hit where the session ran before."""
+    from pathlib import Path
+
+    from gateway.config import load_config
+    from loadtest.swarm.runner import run_scenario
+    from loadtest.swarm.scenarios import SCENARIOS
+
+    config = load_config(Path(__file__).resolve().parents[2] / "loadtest/configs/four-engines.toml")
+    rr = await run_scenario(config, SCENARIOS["smoke"], policy="round-robin", seed=4)
+    pinned = await run_scenario(config, SCENARIOS["smoke"], seed=4, policy_factory=SessionPin, policy_label="pin")
+    assert pinned["policy"] == "pin" and rr["requests"]["sent"] == pinned["requests"]["sent"]
+    assert pinned["prefix_hit_rate"] > rr["prefix_hit_rate"] + 0.05
