@@ -81,7 +81,7 @@ async def _main(args: argparse.Namespace) -> int:
     print(cmp.check_table(results))
     if args.json:
         _dump(args.json, {"claims": results, "runs": [{k: v for k, v in r.items() if k != "series"} for r in (rr, pinned, over)]})
-    return 0 if all(r["passed"] for r in results) else 1
+    return 0 if cmp.passed(results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

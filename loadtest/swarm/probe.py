@@ -23,6 +23,40 @@ _LOAD = {
 }
 
 
+def parse_buckets(text: str, family: str) -> dict[float, float]:
+    """Cumulative histogram buckets {le: count} of one family, summed over its other labels."""
+    out: dict[float, float] = {}
+    prefix = family + "_bucket{"
+    for line in text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        labels, _, value = line[len(prefix):].rpartition("} ")
+        for part in labels.split(","):
+            if part.startswith("le="):
+                le = float(part[3:].strip('"'))
+                out[le] = out.get(le, 0.0) + float(value)
+    return out
+
+
+def quantile(buckets: dict[float, float], q: float) -> float | None:
+    """Prometheus histogram_quantile: linear interpolation inside the bucket holding rank q."""
+    if not buckets:
+        return None
+    les = sorted(buckets)
+    total = buckets[les[-1]]
+    if total <= 0:
+        return None
+    rank, prev_le, prev_count = q * total, 0.0, 0.0
+    for le in les:
+        count = buckets[le]
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((rank - prev_count) / (count - prev_count) if count > prev_count else 1.0)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text -> {sample name: value summed over label sets}."""
     out: dict[str, float] = {}
@@ -49,9 +83,15 @@ class Snapshot:
     preemptions: float = 0.0
     requests: float = 0.0
     cost_usd: float = 0.0
+    e2e_buckets: dict[float, float] = field(default_factory=dict)  # vllm:e2e_request_latency_seconds
+    ttft_buckets: dict[float, float] = field(default_factory=dict)  # vllm:time_to_first_token_seconds
 
     def minus(self, other: "Snapshot") -> "Snapshot":
-        return Snapshot(**{k: getattr(self, k) - getattr(other, k) for k in self.__dataclass_fields__})
+        out = Snapshot(**{k: getattr(self, k) - getattr(other, k) for k in self.__dataclass_fields__
+                          if not k.endswith("_buckets")})
+        out.e2e_buckets = {le: n - other.e2e_buckets.get(le, 0.0) for le, n in self.e2e_buckets.items()}
+        out.ttft_buckets = {le: n - other.ttft_buckets.get(le, 0.0) for le, n in self.ttft_buckets.items()}
+        return out
 
 
 @dataclass
@@ -75,10 +115,14 @@ class EngineProbe:
         return self.ref.profile
 
     async def scrape(self, http: aiohttp.ClientSession) -> dict[str, float] | None:
+        text = await self.scrape_text(http)
+        return None if text is None else parse_metrics(text)
+
+    async def scrape_text(self, http: aiohttp.ClientSession) -> str | None:
         if self.profile not in _LOAD:
             return None
         async with http.get(f"{self.ref.base}/metrics") as r:
-            return parse_metrics(await r.text()) if r.status == 200 else None
+            return await r.text() if r.status == 200 else None
 
     async def sim_stats(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         async with http.get(f"{self.ref.base}/sim/stats") as r:
@@ -86,8 +130,9 @@ class EngineProbe:
 
     async def snapshot(self, http: aiohttp.ClientSession) -> Snapshot:
         st = await self.sim_stats(http)
-        m = await self.scrape(http)
-        if m is None or self.profile != "vllm":
+        text = await self.scrape_text(http)
+        m = None if text is None else parse_metrics(text)
+        if text is None or m is None or self.profile != "vllm":
             return Snapshot(st["prefix_queries_tokens"], st["prefix_hits_tokens"], st["ttft_sum_s"], st["ttft_count"],
                             st["preempted"], st["requests_total"], st["cost_usd"])
         queries = m.get("vllm:prefix_cache_queries_total", m.get("vllm:gpu_prefix_cache_queries_total", 0.0))
@@ -96,6 +141,7 @@ class EngineProbe:
             queries, hits, m.get("vllm:time_to_first_token_seconds_sum", 0.0),
             m.get("vllm:time_to_first_token_seconds_count", 0.0), m.get("vllm:num_preemptions_total", 0.0),
             st["requests_total"], st["cost_usd"],
+            parse_buckets(text, "vllm:e2e_request_latency_seconds"), parse_buckets(text, "vllm:time_to_first_token_seconds"),
         )
 
     async def sample(self, http: aiohttp.ClientSession, t: float) -> None:

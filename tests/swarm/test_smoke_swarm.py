@@ -38,6 +38,7 @@ async def test_smoke_report_accounts_for_every_request():
     assert len(r["engines"]) == 4 and all(e["requests"] > 0 for e in r["engines"].values())  # round-robin
     assert 0 < r["prefix_hit_rate"] < 1  # shared system prompt + tools hit; new text does not
     assert r["engine_ttft_mean_s"] > 0
+    assert r["engine_e2e_p99_s"] >= r["engine_e2e_p50_s"] > 0  # from the engines' histograms
     assert r["remote_cost_usd"] == 0
     screen = table(r)
     assert "turn latency" in screen and "gpu-3" in screen and len(screen.splitlines()) < 25
