@@ -32,28 +32,45 @@ async def start_simulated_cluster(config: Config, **engine_options: object) -> t
     """Like start_simulated_backends, but every engine on a free port: returns the config with those
     backends' URLs rewritten, and the engines by backend name (benchmarks and tests run side by side)."""
     engines = await _start(config, True, engine_options)
-    backends = [
-        b.model_copy(update={"url": engines[b.name].url}) if b.name in engines else b for b in config.backends
-    ]
-    return config.model_copy(update={"backends": backends}), engines
+    return with_urls(config, {name: e.url for name, e in engines.items()}), engines
 
 
-async def _start(config: Config, free_ports: bool, engine_options: dict[str, object]) -> dict[str, SimEngine]:
-    engines: dict[str, SimEngine] = {}
+def with_urls(config: Config, urls: dict[str, str]) -> Config:
+    """The config with the named backends' URLs replaced."""
+    backends = [b.model_copy(update={"url": urls[b.name]}) if b.name in urls else b for b in config.backends]
+    return config.model_copy(update={"backends": backends})
+
+
+def simulated_engine_configs(config: Config, **engine_options: object) -> dict[str, tuple[EngineConfig, str, int]]:
+    """(EngineConfig, host, port) for every backend the simulator can stand in for, by backend name.
+    Options: the config's `[simulation]` section (defaults, then the backend's overrides), then
+    `engine_options` (which win)."""
+    out: dict[str, tuple[EngineConfig, str, int]] = {}
     for i, backend in enumerate(config.backends):
         url = urlsplit(backend.url)
         if url.hostname not in LOOPBACK or backend.kind not in PROFILE_OF_KIND:
             continue
-        profile = PROFILE_OF_KIND[backend.kind]
         options = config.simulation.options_for(backend.name) if config.simulation else {}
         options.update(engine_options)
-        engine = await start_engine(
-            EngineConfig(profile=profile, seed=i, **options),  # type: ignore[arg-type]
-            host=url.hostname, port=0 if free_ports else (url.port or 80),
-        )
-        engines[backend.name] = engine
-        get_logger("switchyard.simulator").warning(
-            "SIMULATED engine started: not a real model, made-up text",
-            backend=backend.name, profile=profile, url=engine.url,
-        )
+        cfg = EngineConfig(profile=PROFILE_OF_KIND[backend.kind], seed=i, **options)  # type: ignore[arg-type]
+        out[backend.name] = (cfg, url.hostname, url.port or 80)
+    return out
+
+
+async def _start(config: Config, free_ports: bool, engine_options: dict[str, object]) -> dict[str, SimEngine]:
+    engines: dict[str, SimEngine] = {}
+    try:
+        for name, (cfg, host, port) in simulated_engine_configs(config, **engine_options).items():
+            engines[name] = engine = await start_engine(cfg, host=host, port=0 if free_ports else port)
+            announce(name, cfg.profile, engine.url)
+    except BaseException:
+        for e in engines.values():
+            await e.stop()
+        raise
     return engines
+
+
+def announce(backend: str, profile: str, url: str) -> None:
+    get_logger("switchyard.simulator").warning(
+        "SIMULATED engine started: not a real model, made-up text", backend=backend, profile=profile, url=url,
+    )

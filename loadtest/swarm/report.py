@@ -9,7 +9,10 @@ from collections import Counter
 from typing import Any
 
 from loadtest.swarm.agent import Recorder
-from loadtest.swarm.probe import EngineProbe, Snapshot
+from loadtest.swarm.probe import EngineProbe, Snapshot, quantile
+
+
+LAG_WARN_S = 0.02  # loop wake-ups later than this (p99) make engine step times visibly longer
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -31,6 +34,7 @@ def _scaled(values: list[float | None], scale: float) -> list[float]:
 def build(
     *, scenario: str, policy: str, seed: int, time_scale: float, wall_s: float, rec: Recorder,
     probes: list[EngineProbe], before: dict[str, Snapshot], after: dict[str, Snapshot], gateway_requests: float,
+    loop_lag: list[float] | None = None,
 ) -> dict[str, Any]:
     calls, turns, sessions = rec.calls, rec.turns, rec.sessions
     errors = Counter(c.error for c in calls if c.error is not None)
@@ -40,8 +44,14 @@ def build(
     sim_s = wall_s * time_scale
     engines: dict[str, Any] = {}
     q_total = h_total = 0.0
+    e2e_all: dict[float, float] = {}
+    ttft_all: dict[float, float] = {}
     for p in probes:
         d = after[p.name].minus(before[p.name])
+        for le, n in d.e2e_buckets.items():
+            e2e_all[le] = e2e_all.get(le, 0.0) + n
+        for le, n in d.ttft_buckets.items():
+            ttft_all[le] = ttft_all.get(le, 0.0) + n
         q_total += d.queries
         h_total += d.hits
         waiting = [s.waiting for s in p.samples]
@@ -53,6 +63,8 @@ def build(
             "prefix_hits_tokens": int(d.hits),
             "prefix_hit_rate": d.hits / d.queries if d.queries else None,
             "engine_ttft_mean_s": d.ttft_sum / d.ttft_count if d.ttft_count else None,
+            "engine_ttft_p99_s": quantile(d.ttft_buckets, 0.99),
+            "engine_e2e_p99_s": quantile(d.e2e_buckets, 0.99),
             "preemptions": int(d.preemptions),
             "waiting_peak": max(waiting, default=0.0),
             "waiting_mean": sum(waiting) / len(waiting) if waiting else 0.0,
@@ -89,8 +101,14 @@ def build(
         },
         "prefix_hit_rate": h_total / q_total if q_total else None,
         "engine_ttft_mean_s": ttft_n / ttft_d if ttft_d else None,
+        # from the engines' histograms (vLLM buckets, interpolated like histogram_quantile)
+        "engine_ttft_p99_s": quantile(ttft_all, 0.99),
+        "engine_e2e_p50_s": quantile(e2e_all, 0.50),
+        "engine_e2e_p99_s": quantile(e2e_all, 0.99),
         "waiting_peak": max((e["waiting_peak"] for e in engines.values()), default=0.0),
         "remote_cost_usd": round(sum(e["cost_usd"] for e in engines.values()), 6),
+        # wall seconds the shared event loop woke up late: the run's fidelity (see docs/swarm.md)
+        "loop_lag_s": percentiles(loop_lag or []),
         "engines": engines,
         # raw series for plots: [start, latency] per turn; [t, waiting, running] per engine sample
         "series": {
@@ -126,12 +144,17 @@ def table(r: dict[str, Any]) -> str:
         f"{'session time (s)':22}" + "".join(f"{_f(sd[k], 1):>9}" for k in ("p50", "p95", "p99", "max")),
         "",
         f"cluster  {tok['completion_per_s']:.0f} output tok/s  {tok['total_per_s']:.0f} total tok/s  "
-        f"prefix hit {_pct(r['prefix_hit_rate'])}  engine TTFT mean {_f(r['engine_ttft_mean_s'])} s  "
-        f"remote cost ${r['remote_cost_usd']:.4f}",
+        f"prefix hit {_pct(r['prefix_hit_rate'])}  remote cost ${r['remote_cost_usd']:.4f}",
+        f"engines  TTFT mean {_f(r['engine_ttft_mean_s'])} s  p99 {_f(r['engine_ttft_p99_s'])} s  "
+        f"request e2e p50 {_f(r['engine_e2e_p50_s'])} s  p99 {_f(r['engine_e2e_p99_s'])} s",
         "",
         f"{'engine':14}{'profile':>9}{'requests':>10}{'prefix hit':>12}{'eng TTFT':>10}"
         f"{'wait peak':>11}{'wait mean':>11}{'run mean':>10}{'preempt':>9}{'cost $':>10}",
     ]
+    lag = r["loop_lag_s"]["p99"]
+    if lag is not None and lag > LAG_WARN_S:
+        lines.insert(3, f"WARNING  event loop lag p99 {lag * 1000:.0f} ms (wall): CPU-bound run, simulated times are "
+                        "stretched; use a smaller --time-scale or fewer agents")
     for name, e in r["engines"].items():
         lines.append(
             f"{name:14}{e['profile']:>9}{e['requests']:>10}{_pct(e['prefix_hit_rate']):>12}"

@@ -14,10 +14,10 @@ from openai import AsyncOpenAI
 
 from gateway.config import Config
 from gateway.server import start_gateway
-from loadtest.cluster import start_simulated_cluster
 from loadtest.swarm import report, workload
 from loadtest.swarm.agent import Agent, AgentSpec, Recorder
-from loadtest.swarm.probe import EngineProbe, sample_loop
+from loadtest.swarm.engines import EngineHost
+from loadtest.swarm.probe import EngineProbe, lag_loop, sample_loop
 from loadtest.swarm.scenarios import Scenario
 from policies.base import Policy
 
@@ -56,10 +56,11 @@ async def run_scenario(
     config: Config, scenario: Scenario, *, policy: str | None = None, seed: int = 0,
     api_key: str = DEFAULT_KEY, model: str | None = None, time_scale: float | None = None,
     policy_factory: Callable[[], Policy] | None = None, policy_label: str | None = None,
-    sample_every_s: float = 0.25,
+    sample_every_s: float = 0.25, engines_process: bool = False,
 ) -> dict[str, Any]:
     """Run `scenario` once and return the report dict. `policy_factory` installs a policy object that
-    is not in the registry (the validator's session pinning) on every model route."""
+    is not in the registry (the validator's session pinning) on every model route; `engines_process`
+    runs the simulated engines in a child process (see loadtest/swarm/engines.py)."""
     config = with_policy(config, policy)
     if time_scale is not None:
         sim = config.simulation.model_copy(update={"time_scale": time_scale}) if config.simulation else None
@@ -68,23 +69,29 @@ async def run_scenario(
     options = dict(scenario.engine)
     if config.simulation is None:
         options["time_scale"] = scale
-    config, engines = await start_simulated_cluster(config, **options)
-    if not engines:
-        raise ValueError("the config has no loopback backend to simulate")
+    host = EngineHost(separate_process=engines_process)
+    config, refs = await host.start(config, **options)
     model = model or config.models[0].name
-    gw = await start_gateway(config, host="127.0.0.1", port=0)
+    try:
+        gw = await start_gateway(config, host="127.0.0.1", port=0)
+    except BaseException:
+        await host.stop()
+        raise
     if policy_factory is not None:
         for route in gw.gateway.router.routes():
             route.policy = policy_factory()
     label = policy_label or policy or (config.models[0].policy if config.models else "-")
-    probes = [EngineProbe(name, e) for name, e in engines.items()]
+    probes = [EngineProbe(r) for r in refs]
     client = AsyncOpenAI(base_url=gw.url, api_key=api_key, max_retries=0, timeout=600.0)
     sampler: asyncio.Task[None] | None = None
+    lag: list[float] = []
+    lagger = asyncio.create_task(lag_loop(lag))
     try:
         async with aiohttp.ClientSession() as http:
             before = {p.name: await p.snapshot(http) for p in probes}
             rec = Recorder()
             sampler = asyncio.create_task(sample_loop(probes, http, rec.t0, sample_every_s))
+            lag.clear()
             agents = [Agent(client, model, spec, rec, scale) for spec in agent_specs(scenario, seed)]
             await asyncio.gather(*(a.run() for a in agents))
             wall = time.perf_counter() - rec.t0
@@ -95,12 +102,12 @@ async def run_scenario(
         return report.build(
             scenario=scenario.name, policy=label, seed=seed, time_scale=scale, wall_s=wall, rec=rec,
             probes=probes, before=before, after=after,
-            gateway_requests=_gateway_requests(gw.gateway.metrics.registry),
+            gateway_requests=_gateway_requests(gw.gateway.metrics.registry), loop_lag=lag,
         )
     finally:
+        lagger.cancel()
         if sampler is not None:
             sampler.cancel()
         await client.close()
         await gw.stop()
-        for e in engines.values():
-            await e.stop()
+        await host.stop()

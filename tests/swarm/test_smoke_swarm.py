@@ -38,6 +38,7 @@ async def test_smoke_report_accounts_for_every_request():
     assert len(r["engines"]) == 4 and all(e["requests"] > 0 for e in r["engines"].values())  # round-robin
     assert 0 < r["prefix_hit_rate"] < 1  # shared system prompt + tools hit; new text does not
     assert r["engine_ttft_mean_s"] > 0
+    assert r["engine_e2e_p99_s"] >= r["engine_e2e_p50_s"] > 0  # from the engines' histograms
     assert r["remote_cost_usd"] == 0
     screen = table(r)
     assert "turn latency" in screen and "gpu-3" in screen and len(screen.splitlines()) < 25
@@ -102,3 +103,23 @@ async def test_per_backend_engine_options_and_free_ports():
     finally:
         for e in engines.values():
             await e.stop()
+
+
+async def test_plot_writes_a_png(tmp_path):
+    from loadtest.swarm.plot import plot
+
+    r = await run_scenario(load_config(FOUR), SCENARIOS["smoke"], seed=2)
+    assert r["series"]["turns"] and all(r["series"]["engines"].values())
+    out = tmp_path / "run.png"
+    assert plot(r, str(out)) is True
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_engines_in_a_child_process_report_the_same_way():
+    r = await run_scenario(load_config(LOCAL_REMOTE), SCENARIOS["smoke"], policy="round-robin", seed=1,
+                           engines_process=True)
+    req = r["requests"]
+    assert req["errors"] == 0 and req["accounted"] and req["gateway_answered"] == req["sent"]
+    assert sum(e["requests"] for e in r["engines"].values()) == req["sent"]
+    assert r["engines"]["remote-api"]["cost_usd"] > 0
+    assert r["engines"]["gpu-0"]["prefix_hit_rate"] > 0
