@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 import orjson
-from openai import AsyncOpenAI
+import aiohttp
 
 from gateway.keys import hash_key
 from gateway.logs import configure_logging
@@ -80,25 +80,42 @@ def raw_config(backends: list[dict[str, Any]], models: list[dict[str, Any]]) -> 
     }
 
 
-async def agent(client: AsyncOpenAI, model: str, i: int, turns: int, think: tuple[float, float], out: dict[str, list[float]],
-                context_tokens: tuple[int, int] = (1500, 3000)) -> None:
+async def turn(http: aiohttp.ClientSession, url: str, body: dict[str, Any], session: str) -> tuple[float, float, str]:
+    """One streamed call: (time to first content, whole turn, answer text). Raw SSE over aiohttp
+    (the openai SDK's per-chunk parsing would cost more CPU than the gateway on this machine)."""
+    t0 = time.perf_counter()
+    ttft = None
+    parts: list[str] = []
+    buf = b""
+    async with http.post(url, data=orjson.dumps(body), headers={"Authorization": f"Bearer {KEY}",
+                         "Content-Type": "application/json", "x-switchyard-session": session}) as resp:
+        assert resp.status == 200, await resp.text()
+        async for data in resp.content.iter_any():
+            buf += data
+            *events, buf = buf.split(b"\n\n")
+            for ev in events:
+                if not ev.startswith(b"data: {"):
+                    continue
+                choices = orjson.loads(ev[6:]).get("choices") or []
+                piece = choices[0].get("delta", {}).get("content") if choices else None
+                if piece:
+                    ttft = ttft or time.perf_counter() - t0
+                    parts.append(piece)
+    end = time.perf_counter() - t0
+    return ttft or end, end, "".join(parts)
+
+
+async def agent(http: aiohttp.ClientSession, url: str, model: str, i: int, turns: int, think: tuple[float, float],
+                out: dict[str, list[float]], context_tokens: tuple[int, int] = (1500, 3000)) -> None:
     rng = random.Random(1000 + i)
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM},
                                       {"role": "user", "content": f"Document {i}: " + text(rng, rng.randint(*context_tokens))}]
     for _ in range(turns):
-        t0 = time.perf_counter()
-        ttft = None
-        parts: list[str] = []
-        stream = await client.chat.completions.create(
-            model=model, messages=messages, tools=TOOLS, tool_choice="none", max_tokens=48, stream=True,
-            extra_headers={"x-switchyard-session": f"agent-{i}"})
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                ttft = ttft or time.perf_counter() - t0
-                parts.append(chunk.choices[0].delta.content)
-        out["ttft"].append(ttft or time.perf_counter() - t0)
-        out["turn"].append(time.perf_counter() - t0)
-        messages.append({"role": "assistant", "content": "".join(parts)})
+        body = {"model": model, "messages": messages, "tools": TOOLS, "tool_choice": "none", "max_tokens": 48, "stream": True}
+        ttft, whole, answer = await turn(http, url, body, f"agent-{i}")
+        out["ttft"].append(ttft)
+        out["turn"].append(whole)
+        messages.append({"role": "assistant", "content": answer})
         messages.append({"role": "user", "content": text(rng, rng.randint(20, 80))})
         await asyncio.sleep(rng.uniform(*think))
 
@@ -113,12 +130,13 @@ async def run_agents(policy: str, agents: int, turns: int, ramp_s: float, option
     model = {"name": "llama", "policy": policy, "policy_options": options,
              "deployments": [{"backend": b["name"], "model": "llama-8b"} for b in backends]}
     gw = await start_gateway(to_config(raw_config(backends, [model])), port=0)
-    client = AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0, timeout=120)
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    url = gw.url + "/chat/completions"
     out: dict[str, list[float]] = {"ttft": [], "turn": []}
 
     async def delayed(i: int) -> None:
         await asyncio.sleep(ramp_s * i / agents)
-        await agent(client, "llama", i, turns, (0.5, 1.5), out)
+        await agent(http, url, "llama", i, turns, (0.5, 1.5), out)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(delayed(i) for i in range(agents)))
@@ -126,7 +144,7 @@ async def run_agents(policy: str, agents: int, turns: int, ramp_s: float, option
     hits = sum(e.stats.prefix_hits_tokens for e in engines)
     queries = sum(e.stats.prefix_queries_tokens for e in engines)
     share = [e.stats.requests_total for e in engines]
-    await client.close()
+    await http.close()
     await gw.stop()
     for e in engines:
         await e.stop()
@@ -146,14 +164,15 @@ async def run_burst(policy: str, agents: int, turns: int, spill: bool) -> dict[s
     if spill:
         deps.append({"backend": "api", "model": "llama-8b"})
     gw = await start_gateway(to_config(raw_config(backends, [{"name": "llama", "policy": policy, "deployments": deps}])), port=0)
-    client = AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0, timeout=300)
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    url = gw.url + "/chat/completions"
     out: dict[str, list[float]] = {"ttft": [], "turn": []}
-    await asyncio.gather(*(agent(client, "llama", i, turns, (0.0, 0.2), out, (300, 800)) for i in range(agents)))
+    await asyncio.gather(*(agent(http, url, "llama", i, turns, (0.0, 0.2), out, (300, 800)) for i in range(agents)))
     spills = gw.gateway.metrics.spillover.labels("llama")._value.get()
     result = {"policy": policy + (" (spill to remote)" if spill else " (local only)"), "agents": agents,
               "turn_p50": pct(out["turn"], 50), "turn_p95": pct(out["turn"], 95), "ttft_p95": pct(out["ttft"], 95),
               "spills": spills, "remote_requests": remote.stats.requests_total, "remote_cost_usd": remote.stats.cost_usd}
-    await client.close()
+    await http.close()
     await gw.stop()
     for e in [*locals_, remote]:
         await e.stop()
