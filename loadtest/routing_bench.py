@@ -17,7 +17,10 @@ then a burst of 2x the local capacity, with `local-first` (spill to remote) and 
 over the local engines only (queue). Reports p95 turn latency vs unloaded, spills and remote cost.
 
 Everything (engines, gateway, agents) runs in this one process on one event loop, so absolute
-numbers include the machine's noise; compare the policies' ratios within one run.
+numbers include the machine's noise; compare the policies' ratios within one run. `--time-scale`
+(default 0.5) runs the simulated engines slower than real time so their costs, not this machine's
+CPU, dominate; latencies are reported in simulated seconds (wall x time scale), think time and the
+ramp are simulated too.
 A `round-robin` baseline is registered for the run when the gateway has none.
 """
 
@@ -106,26 +109,28 @@ async def turn(http: aiohttp.ClientSession, url: str, body: dict[str, Any], sess
 
 
 async def agent(http: aiohttp.ClientSession, url: str, model: str, i: int, turns: int, think: tuple[float, float],
-                out: dict[str, list[float]], context_tokens: tuple[int, int] = (1500, 3000)) -> None:
+                out: dict[str, list[float]], context_tokens: tuple[int, int] = (1500, 3000), scale: float = 1.0) -> None:
+    """`scale`: the engines' time_scale; latencies are recorded in simulated seconds (wall x scale)
+    and think time is simulated too (wall = think / scale)."""
     rng = random.Random(1000 + i)
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM},
                                       {"role": "user", "content": f"Document {i}: " + text(rng, rng.randint(*context_tokens))}]
     for _ in range(turns):
         body = {"model": model, "messages": messages, "tools": TOOLS, "tool_choice": "none", "max_tokens": 48, "stream": True}
         ttft, whole, answer = await turn(http, url, body, f"agent-{i}")
-        out["ttft"].append(ttft)
-        out["turn"].append(whole)
+        out["ttft"].append(ttft * scale)
+        out["turn"].append(whole * scale)
         messages.append({"role": "assistant", "content": answer})
         messages.append({"role": "user", "content": text(rng, rng.randint(20, 80))})
-        await asyncio.sleep(rng.uniform(*think))
+        await asyncio.sleep(rng.uniform(*think) / scale)
 
 
 def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100)[q - 1] if len(xs) > 1 else (xs[0] if xs else float("nan"))
 
 
-async def run_agents(policy: str, agents: int, turns: int, ramp_s: float, options: dict[str, Any]) -> dict[str, Any]:
-    engines = [await start_engine(EngineConfig(seed=i, **ENGINE), port=0) for i in range(4)]  # type: ignore[arg-type]
+async def run_agents(policy: str, agents: int, turns: int, ramp_s: float, options: dict[str, Any], scale: float) -> dict[str, Any]:
+    engines = [await start_engine(EngineConfig(seed=i, time_scale=scale, **ENGINE), port=0) for i in range(4)]  # type: ignore[arg-type]
     backends = [{"name": f"gpu-{i}", "kind": "vllm", "url": e.url} for i, e in enumerate(engines)]
     model = {"name": "llama", "policy": policy, "policy_options": options,
              "deployments": [{"backend": b["name"], "model": "llama-8b"} for b in backends]}
@@ -135,8 +140,8 @@ async def run_agents(policy: str, agents: int, turns: int, ramp_s: float, option
     out: dict[str, list[float]] = {"ttft": [], "turn": []}
 
     async def delayed(i: int) -> None:
-        await asyncio.sleep(ramp_s * i / agents)
-        await agent(http, url, "llama", i, turns, (0.5, 1.5), out)
+        await asyncio.sleep(ramp_s * i / agents / scale)
+        await agent(http, url, "llama", i, turns, (0.5, 1.5), out, scale=scale)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(delayed(i) for i in range(agents)))
@@ -152,10 +157,11 @@ async def run_agents(policy: str, agents: int, turns: int, ramp_s: float, option
             "turn_p50": pct(out["turn"], 50), "turn_p95": pct(out["turn"], 95), "requests": share, "wall_s": wall}
 
 
-async def run_burst(policy: str, agents: int, turns: int, spill: bool) -> dict[str, Any]:
+async def run_burst(policy: str, agents: int, turns: int, spill: bool, scale: float) -> dict[str, Any]:
     local_engine = dict(ENGINE, max_num_seqs=16)
-    locals_ = [await start_engine(EngineConfig(seed=i, **local_engine), port=0) for i in range(2)]  # type: ignore[arg-type]
-    remote = await start_engine(EngineConfig(profile="remote", seed=9, remote_latency_s=0.3, itl_s=0.005,
+    locals_ = [await start_engine(EngineConfig(seed=i, time_scale=scale, **local_engine), port=0)  # type: ignore[arg-type]
+               for i in range(2)]
+    remote = await start_engine(EngineConfig(profile="remote", seed=9, time_scale=scale, remote_latency_s=0.3, itl_s=0.005,
                                              output_tokens=24, output_tokens_max=48,
                                              price_per_input_token=0.15e-6, price_per_output_token=0.60e-6), port=0)
     backends = [{"name": f"gpu-{i}", "kind": "vllm", "url": e.url, "max_concurrency": 16} for i, e in enumerate(locals_)]
@@ -167,7 +173,7 @@ async def run_burst(policy: str, agents: int, turns: int, spill: bool) -> dict[s
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     url = gw.url + "/chat/completions"
     out: dict[str, list[float]] = {"ttft": [], "turn": []}
-    await asyncio.gather(*(agent(http, url, "llama", i, turns, (0.0, 0.2), out, (300, 800)) for i in range(agents)))
+    await asyncio.gather(*(agent(http, url, "llama", i, turns, (0.0, 0.2), out, (300, 800), scale) for i in range(agents)))
     spills = gw.gateway.metrics.spillover.labels("llama")._value.get()
     result = {"policy": policy + (" (spill to remote)" if spill else " (local only)"), "agents": agents,
               "turn_p50": pct(out["turn"], 50), "turn_p95": pct(out["turn"], 95), "ttft_p95": pct(out["ttft"], 95),
@@ -190,17 +196,17 @@ async def main_async(args: argparse.Namespace) -> None:
         rows = []
         for p in args.policies.split(","):
             name, _, opts = p.partition(":")
-            rows.append(await run_agents(name, args.agents, args.turns, args.ramp_s, orjson.loads(opts) if opts else {}))
+            rows.append(await run_agents(name, args.agents, args.turns, args.ramp_s, orjson.loads(opts) if opts else {}, args.time_scale))
             show(rows[-1:])
         base = rows[0]
         for r in rows[1:]:
             print(f"{r['policy']}: hit rate x{r['hit_rate'] / base['hit_rate']:.2f}, "
                   f"p50 TTFT {100 * (r['ttft_p50'] / base['ttft_p50'] - 1):+.0f}% vs {base['policy']}")
     else:
-        quiet = await run_burst("local-first", args.unloaded_agents, args.turns, True)
+        quiet = await run_burst("local-first", args.unloaded_agents, args.turns, True, args.time_scale)
         show([quiet])
-        rows = [await run_burst("local-first", args.agents, args.turns, True),
-                await run_burst("least-active", args.agents, args.turns, False)]
+        rows = [await run_burst("local-first", args.agents, args.turns, True, args.time_scale),
+                await run_burst("least-active", args.agents, args.turns, False, args.time_scale)]
         show(rows)
         for r in rows:
             print(f"{r['policy']}: p95 turn latency {r['turn_p95'] / quiet['turn_p95']:.2f}x unloaded, "
@@ -213,6 +219,8 @@ def main() -> None:
     p.add_argument("--agents", type=int, default=None)
     p.add_argument("--turns", type=int, default=5)
     p.add_argument("--ramp-s", type=float, default=5.0)
+    p.add_argument("--time-scale", type=float, default=0.5,
+                   help="engines' time_scale (< 1: slower than real, so engine costs dominate this machine's CPU noise)")
     p.add_argument("--unloaded-agents", type=int, default=4)
     p.add_argument("--policies", default="round-robin,least-active,session-affinity,prefix-aware")
     args = p.parse_args()

@@ -153,3 +153,20 @@ def test_policy_options_are_validated_with_their_location() -> None:
     assert "models[0](chat)" in text and "load_factor" in text and "bogus: unknown key" in text
     assert "models[1](embed)" in text and "x: unknown key" in text
     assert "models[2](lf)" in text and "unknown policy 'nope'" in text
+
+
+async def test_admin_deployments_show_each_deployments_load(engine_factory, gateway_factory) -> None:
+    import aiohttp
+
+    from gateway.keys import hash_key
+
+    vllm, plain = await engine_factory(), await engine_factory(profile="plain")
+    raw = gateway_config([vllm, plain], admin_key_sha256=hash_key("sk-admin-routing"))
+    raw["backends"][1]["kind"] = "candle"
+    gw = await gateway_factory(raw)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(gw.base + "/admin/deployments", headers={"Authorization": "Bearer sk-admin-routing"}) as r:
+            rows = {d["name"]: d["load"] for m in (await r.json())["models"] for d in m["deployments"]}
+    assert rows["e0/upstream-llama"]["source"] == "metrics" and rows["e0/upstream-llama"]["stale"] is False
+    assert rows["e0/upstream-llama"]["kv_usage"] == 0
+    assert rows["e1/upstream-llama"] == {"waiting": 0, "running": 0, "kv_usage": None, "stale": False, "source": "in_flight"}
