@@ -19,6 +19,7 @@ from backends import BACKEND_KINDS
 from backends.load_config import LoadMetrics, LoadSignalsConfig
 from policies import POLICIES, policy_options
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
+from loadtest.sim_config import SimulationConfig
 
 
 class Strict(BaseModel):
@@ -145,6 +146,7 @@ class Config(Strict):
     keys: list[KeyConfig] = []
     resilience: ResilienceConfig = ResilienceConfig()
     load_signals: LoadSignalsConfig = LoadSignalsConfig()
+    simulation: SimulationConfig | None = None  # simulated engines for --simulate / the swarm (loadtest/)
 
 
 def _check_sha256(v: str) -> str:

@@ -23,19 +23,54 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 async def start_simulated_backends(config: Config, **engine_options: object) -> list[SimEngine]:
-    engines: list[SimEngine] = []
+    """One engine per loopback backend, on the port its URL names. Options: the config's
+    `[simulation]` section (defaults, then the backend's overrides), then `engine_options` (which win)."""
+    return list((await _start(config, False, engine_options)).values())
+
+
+async def start_simulated_cluster(config: Config, **engine_options: object) -> tuple[Config, dict[str, SimEngine]]:
+    """Like start_simulated_backends, but every engine on a free port: returns the config with those
+    backends' URLs rewritten, and the engines by backend name (benchmarks and tests run side by side)."""
+    engines = await _start(config, True, engine_options)
+    return with_urls(config, {name: e.url for name, e in engines.items()}), engines
+
+
+def with_urls(config: Config, urls: dict[str, str]) -> Config:
+    """The config with the named backends' URLs replaced."""
+    backends = [b.model_copy(update={"url": urls[b.name]}) if b.name in urls else b for b in config.backends]
+    return config.model_copy(update={"backends": backends})
+
+
+def simulated_engine_configs(config: Config, **engine_options: object) -> dict[str, tuple[EngineConfig, str, int]]:
+    """(EngineConfig, host, port) for every backend the simulator can stand in for, by backend name.
+    Options: the config's `[simulation]` section (defaults, then the backend's overrides), then
+    `engine_options` (which win)."""
+    out: dict[str, tuple[EngineConfig, str, int]] = {}
     for i, backend in enumerate(config.backends):
         url = urlsplit(backend.url)
         if url.hostname not in LOOPBACK or backend.kind not in PROFILE_OF_KIND:
             continue
-        profile = PROFILE_OF_KIND[backend.kind]
-        engine = await start_engine(
-            EngineConfig(profile=profile, seed=i, **engine_options),  # type: ignore[arg-type]
-            host=url.hostname, port=url.port or 80,
-        )
-        engines.append(engine)
-        get_logger("switchyard.simulator").warning(
-            "SIMULATED engine started: not a real model, made-up text",
-            backend=backend.name, profile=profile, url=engine.url,
-        )
+        options = config.simulation.options_for(backend.name) if config.simulation else {}
+        options.update(engine_options)
+        cfg = EngineConfig(profile=PROFILE_OF_KIND[backend.kind], seed=i, **options)  # type: ignore[arg-type]
+        out[backend.name] = (cfg, url.hostname, url.port or 80)
+    return out
+
+
+async def _start(config: Config, free_ports: bool, engine_options: dict[str, object]) -> dict[str, SimEngine]:
+    engines: dict[str, SimEngine] = {}
+    try:
+        for name, (cfg, host, port) in simulated_engine_configs(config, **engine_options).items():
+            engines[name] = engine = await start_engine(cfg, host=host, port=0 if free_ports else port)
+            announce(name, cfg.profile, engine.url)
+    except BaseException:
+        for e in engines.values():
+            await e.stop()
+        raise
     return engines
+
+
+def announce(backend: str, profile: str, url: str) -> None:
+    get_logger("switchyard.simulator").warning(
+        "SIMULATED engine started: not a real model, made-up text", backend=backend, profile=profile, url=url,
+    )

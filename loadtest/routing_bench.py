@@ -21,14 +21,12 @@ numbers include the machine's noise; compare the policies' ratios within one run
 (default 0.5) runs the simulated engines slower than real time so their costs, not this machine's
 CPU, dominate; latencies are reported in simulated seconds (wall x time scale), think time and the
 ramp are simulated too.
-A `round-robin` baseline is registered for the run when the gateway has none.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import random
 import statistics
 import time
@@ -41,25 +39,12 @@ from gateway.keys import hash_key
 from gateway.logs import configure_logging
 from gateway.server import start_gateway
 from loadtest.engine import EngineConfig, start_engine
-from policies import POLICIES
-from policies.base import BasePolicy
 from tests.conftest import to_config
 
 KEY = "sk-routing-bench"
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
 
-class _RoundRobin(BasePolicy):
-    """Baseline for the benchmark only (issue 3 ships the gateway's own)."""
-
-    def __init__(self, options: Any = None, **_: Any) -> None:
-        self._next = itertools.count()
-
-    def choose(self, candidates, ctx):  # type: ignore[no-untyped-def]
-        return candidates[next(self._next) % len(candidates)]
-
-
-POLICIES.setdefault("round-robin", _RoundRobin)  # type: ignore[arg-type]
 
 
 def text(rng: random.Random, tokens: int) -> str:
@@ -164,7 +149,10 @@ async def run_burst(policy: str, agents: int, turns: int, spill: bool, scale: fl
     remote = await start_engine(EngineConfig(profile="remote", seed=9, time_scale=scale, remote_latency_s=0.3, itl_s=0.005,
                                              output_tokens=24, output_tokens_max=48,
                                              price_per_input_token=0.15e-6, price_per_output_token=0.60e-6), port=0)
-    backends = [{"name": f"gpu-{i}", "kind": "vllm", "url": e.url, "max_concurrency": 16} for i, e in enumerate(locals_)]
+    # With a remote to spill to, the local backends are capped at the engines' batch size (spill at
+    # once); local only, the engines queue what is over (a cap would answer 503 instead).
+    backends = [{"name": f"gpu-{i}", "kind": "vllm", "url": e.url, **({"max_concurrency": 16} if spill else {})}
+                for i, e in enumerate(locals_)]
     backends.append({"name": "api", "kind": "openai", "url": remote.url})
     deps = [{"backend": f"gpu-{i}", "model": "llama-8b"} for i in range(2)]
     if spill:
@@ -205,9 +193,10 @@ async def main_async(args: argparse.Namespace) -> None:
     else:
         quiet = await run_burst("local-first", args.unloaded_agents, args.turns, True, args.time_scale)
         show([quiet])
-        rows = [await run_burst("local-first", args.agents, args.turns, True, args.time_scale),
-                await run_burst("least-active", args.agents, args.turns, False, args.time_scale)]
-        show(rows)
+        rows = []
+        for policy, spill in (("local-first", True), ("least-active", False)):
+            rows.append(await run_burst(policy, args.agents, args.turns, spill, args.time_scale))
+            show(rows[-1:])
         for r in rows:
             print(f"{r['policy']}: p95 turn latency {r['turn_p95'] / quiet['turn_p95']:.2f}x unloaded, "
                   f"remote cost ${r['remote_cost_usd']:.4f}")

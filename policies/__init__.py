@@ -16,11 +16,13 @@ from policies.least_active import LeastActive
 from policies.local_first import LocalFirst
 from policies.options import NoOptions
 from policies.prefix_aware import PrefixAware
+from policies.round_robin import RoundRobin
 from policies.session_affinity import SessionAffinity
 from policies.weighted import Weighted
 
 POLICIES: dict[str, type[Policy]] = {
     "least-active": LeastActive,
+    "round-robin": RoundRobin,
     "weighted": Weighted,
     "session-affinity": SessionAffinity,
     "prefix-aware": PrefixAware,

@@ -1,0 +1,1 @@
+"""Agent swarm load generator and routing-policy benchmark (see docs/swarm.md)."""
