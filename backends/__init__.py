@@ -26,6 +26,7 @@ BACKEND_KINDS: dict[str, tuple[str, str, bool]] = {
     "tei": (*_PASS_THROUGH, True),
     "openai": (*_PASS_THROUGH, False),
     "openai-compatible": (*_PASS_THROUGH, False),
+    "litellm": ("backends.litellm_backend", "LiteLLMBackend", False),
 }
 
 

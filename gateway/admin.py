@@ -59,11 +59,18 @@ async def list_deployments(request: web.Request) -> web.Response:
                     "name": d.name, "backend": d.backend.name, "kind": d.backend.kind, "local": d.backend.local,
                     "healthy": d.backend.healthy, "active": d.active, "backend_active": d.backend.active,
                     "max_concurrency": d.backend.max_concurrency, "weight": d.weight,
+                    "load": _load_row(d.load()),
                 }
                 for d in route.deployments
             ],
         })
     return json_response({"models": models})
+
+
+def _load_row(load: object) -> dict[str, object]:
+    """A deployment's Load (backends/load_signals.py) for JSON: stale readings say so."""
+    return {"waiting": load.waiting, "running": load.running, "kv_usage": load.kv_usage,  # type: ignore[attr-defined]
+            "stale": load.stale, "source": load.source}  # type: ignore[attr-defined]
 
 
 async def list_breakers(request: web.Request) -> web.Response:

@@ -12,7 +12,8 @@ went to (LRU of `max_blocks`, older than `ttl_s` ignored). For a new request:
    the least loaded deployment ("balance");
 2. else, if the longest match covers at least `cache_threshold` of the prompt: among the
    deployments with that match, the least loaded ("cache");
-3. else the least loaded ("spread"), which spreads new prefixes over the pool.
+3. else the least loaded, the one holding the fewest remembered blocks among equals ("spread"),
+   which spreads new prefixes over the pool (SGLang: the smallest tree).
 
 Decisions are counted in switchyard_prefix_routing_total{model,decision}. The body is the one the
 gateway parsed on arrival (ctx.payload); only the parts are re-serialized to bytes for hashing.
@@ -73,6 +74,7 @@ class PrefixAware(BasePolicy):
         self._clock = clock
         self._rng = rng or random.Random()
         self._blocks: OrderedDict[bytes, dict[str, float]] = OrderedDict()  # prefix hash -> {deployment: last served}
+        self._held: dict[str, int] = {}  # deployment -> blocks remembered for it
 
     def matches(self, hashes: list[bytes]) -> dict[str, int]:
         """Deployment name -> number of leading blocks it served recently."""
@@ -101,7 +103,11 @@ class PrefixAware(BasePolicy):
                 pool = [d for d in candidates if match.get(d.name, 0) == best]
                 chosen, decision = self._least_loaded(pool, loads), "cache"
             else:
-                chosen, decision = self._least_loaded(candidates, loads), "spread"
+                low = min(loads.values())
+                pool = [d for d in candidates if loads[d.name] == low]
+                fewest = min(self._held.get(d.name, 0) for d in pool)
+                chosen = self._rng.choice([d for d in pool if self._held.get(d.name, 0) == fewest])
+                decision = "spread"
         self._remember(hashes, chosen.name)
         if self._metrics is not None:
             self._metrics.count(self._metrics.prefix_routing, self._alias, decision)
@@ -113,13 +119,18 @@ class PrefixAware(BasePolicy):
         return best[0] if len(best) == 1 else self._rng.choice(best)
 
     def _remember(self, hashes: list[bytes], name: str) -> None:
-        now, blocks = self._clock(), self._blocks
+        now, blocks, held = self._clock(), self._blocks, self._held
+        added = 0
         for h in hashes:
             entry = blocks.get(h)
             if entry is None:
                 blocks[h] = {name: now}
+                added += 1
             else:
+                added += name not in entry
                 entry[name] = now
                 blocks.move_to_end(h)
+        held[name] = held.get(name, 0) + added
         while len(blocks) > self.opts.max_blocks:
-            blocks.popitem(last=False)
+            for gone in blocks.popitem(last=False)[1]:
+                held[gone] -= 1
