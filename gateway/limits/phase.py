@@ -139,8 +139,9 @@ class LimitsPhase:
         for spec in plan.budgets:
             period = self.period(spec.rule.period if spec.rule else "monthly")
             hard = spec.rule.hard_usd if spec.rule else None
+            # only a hard budget needs the reservation; a tracked one is charged at the settle
             budgets.append(BudgetCheck(f"{spec.key_base}:{period.id}", None if hard is None else round(hard * NANO),
-                                       cost, ttl_of(period, time.time())))
+                                       0 if hard is None else cost, ttl_of(period, time.time())))
         admission = await self.store.admit(buckets, counters, budgets)
         if self.headers_on:
             ctx.response_headers.update(rate_headers(plan, admission.levels, admission.resets))

@@ -85,9 +85,8 @@ local function admit()
     redis.call('INCR', ck[i])
     redis.call('EXPIRE', ck[i], __COUNTER_TTL__)
   end
-  for i = 1, ng do
-    redis.call('HINCRBY', gk[i], 'reserved', gp[i][1])
-    if gp[i][2] > 0 then redis.call('EXPIRE', gk[i], gp[i][2]) end
+  for i = 1, ng do  -- the TTL is set by the settle (which always follows)
+    if gp[i][1] ~= 0 then redis.call('HINCRBY', gk[i], 'reserved', gp[i][1]) end
   end
   return out
 end
@@ -106,7 +105,7 @@ local function settle()
   for i = 1, ng do
     local k = key()
     local reserved, actual, model, pt, ct, ttl = num(), num(), arg(), num(), num(), num()
-    if redis.call('HINCRBY', k, 'reserved', 0 - reserved) < 0 then redis.call('HSET', k, 'reserved', 0) end
+    if reserved ~= 0 and redis.call('HINCRBY', k, 'reserved', 0 - reserved) < 0 then redis.call('HSET', k, 'reserved', 0) end
     out[i] = redis.call('HINCRBY', k, 'spent', actual)
     redis.call('HINCRBY', k, 'u:' .. model, actual)
     redis.call('HINCRBY', k, 'p:' .. model, pt)
