@@ -1,12 +1,13 @@
 """Overhead of rate limits + budgets on the hot path: no limits vs in memory vs Redis, one run.
 
-    python -m loadtest.limits_bench [--duration 5] [--connections 50] [--redis redis://127.0.0.1:6379/0]
+    python -m loadtest.limits_bench [--duration 3] [--rounds 3] [--connections 50] [--redis URL]
 
 Three `switchyard serve` processes in front of the same fast upstream (nginx with a canned answer,
 as loadtest/overhead.py): one without limits, one with a key rule (RPM, TPM, concurrency) and a team
 budget in memory (SQLite ledger), one with the same rules in Redis. Limits are set high so nothing
 is refused: what is measured is the cost of checking. Reports p50 at 1 connection and requests/s at
-N connections for each, the added p50 against no limits, and Redis throughput as a share of memory.
+N connections for each (median of the interleaved rounds), the added p50 against no limits, Redis
+throughput as a share of memory, and one bare redis-py PING round trip (the floor for Redis mode).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import signal
 import subprocess
 import sys
@@ -60,9 +62,32 @@ sha256 = "{hash_key(KEY)}"
 """)
 
 
+def redis_round_trip_ms(url: str, n: int = 2000) -> float:
+    """p50 of one PING through redis-py (the same client and pool as the gateway): the floor of what
+    one Redis round trip adds on this machine."""
+    import asyncio
+    import time
+
+    from gateway.config import RedisConfig
+    from gateway.redis_client import make_redis
+
+    async def run() -> float:
+        client = make_redis(RedisConfig(url=url))
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await client.ping()
+            samples.append(time.perf_counter() - t)
+        await client.aclose()
+        return sorted(samples)[n // 2] * 1000
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--json", type=Path)
@@ -99,10 +124,18 @@ def main() -> None:
             for url in urls.values():
                 wrk(url, 10, 2, script)  # warm-up
             results: dict[str, object] = {"upstream": upstream_kind}
-            for name, url in urls.items():
-                results[f"{name}_c1"] = wrk(url, 1, args.duration, script)
-            for name, url in urls.items():
-                results[f"{name}_c{args.connections}"] = wrk(url, args.connections, args.duration, script)
+            # Variants interleaved over several rounds, median per variant: a burst of load from
+            # elsewhere on a shared machine then hits one round of every variant, not one variant.
+            rounds: dict[str, list[dict[str, float]]] = {}
+            for _ in range(args.rounds):
+                for conns in (1, args.connections):
+                    for name, url in urls.items():
+                        rounds.setdefault(f"{name}_c{conns}", []).append(wrk(url, conns, args.duration, script))
+            for key, runs in rounds.items():
+                results[key] = {m: statistics.median(r[m] for r in runs) for m in ("rps", "p50_ms", "p99_ms")}
+                results[key]["non_2xx"] = sum(r["non_2xx"] for r in runs)
+                results[key]["rounds"] = runs
+            results["redis_ping_p50_ms"] = redis_round_trip_ms(args.redis)
         finally:
             for proc in (*procs, upstream):
                 proc.send_signal(signal.SIGTERM)
@@ -117,7 +150,7 @@ def main() -> None:
               f"{one['non_2xx'] + many['non_2xx']:9d}")  # type: ignore[index]
     share = results[f"redis_c{c}"]["rps"] / results[f"memory_c{c}"]["rps"]  # type: ignore[index]
     print(f"redis vs memory: added p50 {results['redis_c1']['p50_ms'] - results['memory_c1']['p50_ms']:.3f} ms, "  # type: ignore[index]
-          f"throughput {share:.0%} of in-memory")
+          f"throughput {share:.0%} of in-memory; one redis-py PING round trip: p50 {results['redis_ping_p50_ms']:.3f} ms")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

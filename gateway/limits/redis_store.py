@@ -1,9 +1,9 @@
 """The Redis store: checks and settles go through ONE Lua script (atomic, one round trip).
 
-Round trips are the cost, so the store batches: every admission made in the same event-loop turn is
-sent in one script call (each one still all-or-nothing, in order), and settles wait up to
-`SETTLE_DELAY_S` to ride along with the next admission (or go alone when none comes). Under load a
-single EVALSHA carries many requests; at one connection each request costs one round trip.
+Round trips are the cost, so the store batches: every admission and settle queued during the same
+event-loop turn goes in one script call (each admission still all-or-nothing, in order). Under load a
+single EVALSHA carries many requests; at one connection a request costs one round trip before it is
+sent upstream (its settle goes after the response, off the request's path).
 
 Keys are built by the caller (rules.py: prefix, Redis Cluster hash tag, scope, name) and expire:
 buckets once they would be full again (+60 s), concurrency counters after `COUNTER_TTL_S` without
@@ -22,7 +22,6 @@ from redis.asyncio import Redis
 from gateway.limits.store import Admission, BucketCheck, BudgetCheck, BudgetSettle, CounterCheck, Spend
 
 COUNTER_TTL_S = 600
-SETTLE_DELAY_S = 0.002
 
 SCRIPT = """
 local t = redis.call('TIME')
@@ -130,31 +129,25 @@ class RedisStore:
     """Raises redis errors as they come (to every request of a failed batch); the fail-open/closed
     policy lives in failover.py."""
 
-    def __init__(self, redis: Redis, settle_delay_s: float = SETTLE_DELAY_S) -> None:
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._script = redis.register_script(SCRIPT)
-        self.settle_delay_s = settle_delay_s
         self._ops: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
-        self._admits_waiting = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _submit(self, keys: list[str], args: list[Any], now: bool) -> asyncio.Future[Any]:
+    def _submit(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue one operation; everything queued during this event-loop turn goes in one call."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._ops.append((keys, args, fut))
-        if now and not self._admits_waiting:
-            self._admits_waiting = True
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
             loop.call_soon(self._flush)
-        elif not now and self._timer is None and not self._admits_waiting:
-            self._timer = loop.call_later(self.settle_delay_s, self._flush)
         return fut
 
     def _flush(self) -> None:
-        self._admits_waiting = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._flush_scheduled = False
         ops, self._ops = self._ops, []
         if ops:
             task = asyncio.get_running_loop().create_task(self._send(ops))
@@ -190,7 +183,7 @@ class RedisStore:
             args.append(c.limit)
         for g in budgets:
             args += (-1 if g.hard is None else g.hard, g.amount, g.ttl_s or 0)
-        res = await self._submit(keys, args, now=True)
+        res = await self._submit(keys, args)
         failed = _s(res[0])
         levels = [float(x) for x in res[2:]]
         resets = [max(0.0, b.capacity - lv) / b.rate for b, lv in zip(buckets, levels)]
@@ -204,7 +197,7 @@ class RedisStore:
             args += (b.rate, b.capacity, delta)
         for g in budgets:
             args += (g.reserved, g.actual, g.model, g.prompt_tokens, g.completion_tokens, g.ttl_s or 0)
-        return [int(x) for x in await self._submit(keys, args, now=False)]
+        return [int(x) for x in await self._submit(keys, args)]
 
     async def spend(self, key: str) -> Spend:
         raw = {_s(k): int(v) for k, v in (await self.redis.hgetall(key)).items()}
