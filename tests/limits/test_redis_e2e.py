@@ -70,7 +70,7 @@ async def test_redis_killed_mid_run_follows_fail_policy(policy: str, engines: An
             assert exc.value.status_code == 503 and exc.value.code == "limits_unavailable"
         assert time.monotonic() - started < 1.0  # never hangs on the dead Redis
     metrics = gw.gateway.metrics.render().decode()
-    assert 'switchyard_limits_store_errors_total{op="admit"}' in metrics
+    assert 'switchyard_limits_store_errors_total{op=' in metrics  # the settle or the next admission saw it
     private_redis.start()  # back: used again once the retry delay has passed
     await asyncio.sleep(1.1)
     raw = await client.chat.completions.with_raw_response.create(model="chat", messages=MSG, max_tokens=1)
