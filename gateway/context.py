@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the upstream's prompt cache (priced apart)
     known: bool = False  # the upstream reported it (otherwise the counts are zero, not estimates)
 
 

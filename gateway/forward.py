@@ -29,6 +29,8 @@ def record_usage(ctx: RequestContext, usage: dict | None) -> None:
         return
     ctx.usage.prompt_tokens = int(usage.get("prompt_tokens") or 0)
     ctx.usage.completion_tokens = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details")
+    ctx.usage.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     ctx.usage.known = True
 
 

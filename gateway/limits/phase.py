@@ -181,13 +181,14 @@ class LimitsPhase:
         if r is None:
             return
         ctx.limits = None
+        cached = 0
         if ctx.usage.known:
-            p, c = ctx.usage.prompt_tokens, ctx.usage.completion_tokens
+            p, c, cached = ctx.usage.prompt_tokens, ctx.usage.completion_tokens, ctx.usage.cached_tokens
         elif ctx.deployment is None:
             p = c = 0  # never reached an upstream: refund everything
         else:
             p, c = r.prompt, r.allowance  # reached it, no usage known: keep the worst case
-        actual_cost = r.price.cost(p, c)
+        actual_cost = r.price.cost(p, c, cached)
         charged = r.prompt + r.allowance
         buckets = [(b, 0.0 if spec.kind == "requests" else float(charged - p - c))
                    for b, spec in zip(r.buckets, r.plan.buckets)]

@@ -94,3 +94,17 @@ timezone = "Mars/Olympus"
         parse_config(text)
     locs = [loc for loc, _ in exc.value.problems]
     assert "limits.rules[0](*)" in locs and "limits.rules[1].scope" in locs and "budgets.timezone" in locs
+
+
+def test_cached_prompt_tokens_are_priced_apart() -> None:
+    from gateway.context import RequestContext
+    from gateway.forward import record_usage
+
+    ctx = RequestContext(request_id="r", endpoint="chat", started=0.0)
+    record_usage(ctx, {"prompt_tokens": 1000, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 800}})
+    assert ctx.usage.cached_tokens == 800
+    price = from_config(PriceConfig(input_per_mtok=1.0, cached_input_per_mtok=0.1, output_per_mtok=2.0))
+    # 200 fresh x $1/M + 800 cached x $0.1/M + 10 x $2/M, in nano-USD
+    assert price.cost(1000, 10, ctx.usage.cached_tokens) == 200_000 + 80_000 + 20_000
+    no_cache_price = from_config(PriceConfig(input_per_mtok=1.0, output_per_mtok=2.0))
+    assert no_cache_price.cost(1000, 10, 800) == 1_000_000 + 20_000  # no cached price: all at the input price
