@@ -48,6 +48,7 @@ class RequestContext:
     response_complete: bool = False  # the whole answer reached the client (stream ended with [DONE])
     cache_status: str | None = None  # "hit-exact" | "hit-semantic" | "miss" once a cache looked
     limits: Any = None  # gateway/limits/: the reservation to settle (rate limits, budget)
+    max_stream_events: int | None = None  # a stream is cut after this many events (budgets.cut_streams)
 
     @property
     def ttft_s(self) -> float | None:

@@ -56,6 +56,7 @@ class LimitsPhase:
         self.tz = ZoneInfo(cfg.budgets.timezone if cfg.budgets else "UTC")
         self.default_max_tokens = cfg.limits.default_max_tokens if cfg.limits else 4096
         self.headers_on = bool(cfg.limits and cfg.limits.rules)
+        self.cut_streams = bool(cfg.budgets and cfg.budgets.cut_streams)
         self.ledger: Ledger | None = None
         memory = MemoryStore()
         if gw.redis is not None:
@@ -147,6 +148,8 @@ class LimitsPhase:
             ctx.response_headers.update(rate_headers(plan, admission.levels, admission.resets))
         if not admission.ok:
             raise self._refusal(ctx, plan, admission.failed, admission.retry_after_s)
+        if self.cut_streams and ctx.stream and any(g.hard is not None for g in budgets):
+            ctx.max_stream_events = allowance  # >= 1 token per event: never past the reservation
         ctx.limits = Reservation(admission.store or self.store, plan, buckets, budgets, prompt, allowance, cost, price)
         return None
 
