@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the upstream's prompt cache (priced apart)
     known: bool = False  # the upstream reported it (otherwise the counts are zero, not estimates)
 
 
@@ -54,6 +55,7 @@ class RequestContext:
     cache_saved: Usage | None = None
     cache_similarity: float | None = None
     limits: Any = None  # gateway/limits/: the reservation to settle (rate limits, budget)
+    max_stream_events: int | None = None  # a stream is cut after this many events (budgets.cut_streams)
 
     @property
     def ttft_s(self) -> float | None:

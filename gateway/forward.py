@@ -19,7 +19,7 @@ from aiohttp import web
 from backends.base import Upstream, UpstreamConnectError, UpstreamTimeout
 from gateway.context import RequestContext
 from gateway.errors import bad_gateway, gateway_timeout
-from gateway.sse import SSERelay, usage_of_body
+from gateway.sse import SSERelay, count_events, first_events, usage_of_body
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -29,6 +29,8 @@ def record_usage(ctx: RequestContext, usage: dict | None) -> None:
         return
     ctx.usage.prompt_tokens = int(usage.get("prompt_tokens") or 0)
     ctx.usage.completion_tokens = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details")
+    ctx.usage.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     ctx.usage.known = True
 
 
@@ -72,11 +74,20 @@ async def forward_stream(
             out = relay.feed(chunk)
             if not out:
                 continue
+            over = ctx.max_stream_events is not None and relay.events_out > ctx.max_stream_events
+            if over:  # keep only the events within the limit (gateway/limits/: budgets.cut_streams)
+                out = first_events(out, ctx.max_stream_events - (relay.events_out - count_events(out)))
             if resp is None:
                 resp = await _commit(request, ctx, upstream.status)
             await resp.write(out)
             if captured is not None:
                 captured.append(out)
+            if over:
+                upstream.close()  # would spend past its budget reservation (gateway/limits/)
+                ctx.error_type = "budget_cut"
+                await _write_error_event(resp, "The stream was cut: it would pass the hard budget's reservation.",
+                                         "budget_exceeded")
+                return resp
         tail = relay.flush()
         if tail:
             resp = resp or await _commit(request, ctx, upstream.status)
@@ -116,8 +127,10 @@ async def _commit(request: web.Request, ctx: RequestContext, status: int) -> web
     return resp
 
 
-async def _write_error_event(resp: web.StreamResponse, message: str) -> None:
-    event = {"error": {"message": f"The upstream stream broke: {message}", "type": "upstream_error", "code": "broken_stream"}}
+async def _write_error_event(resp: web.StreamResponse, message: str, code: str = "broken_stream") -> None:
+    if code == "broken_stream":
+        message = f"The upstream stream broke: {message}"
+    event = {"error": {"message": message, "type": "upstream_error", "code": code}}
     try:
         await resp.write(b"data: " + orjson.dumps(event) + b"\n\n")
         await resp.write_eof()

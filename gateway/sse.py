@@ -94,6 +94,15 @@ class SSERelay:
         return b"".join(out)
 
 
+def count_events(block: bytes) -> int:
+    return len(_split_events(block))
+
+
+def first_events(block: bytes, n: int) -> bytes:
+    """The first n complete events of a block, byte for byte."""
+    return b"".join(_split_events(block)[:max(0, n)])
+
+
 def usage_of_body(body: bytes) -> dict[str, Any] | None:
     """Usage of a non-streamed OpenAI-format response body, if it has one."""
     if _USAGE not in body:

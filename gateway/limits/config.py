@@ -50,6 +50,7 @@ class BudgetsConfig(Strict):
     timezone: str = "UTC"
     rules: list[BudgetRule] = []
     sqlite_path: str = Field("var/switchyard.db", description="durable spend ledger when no [redis] is set")
+    cut_streams: bool = Field(False, description="under a hard budget, cut a stream that passes its reservation")
 
     @field_validator("timezone")
     @classmethod

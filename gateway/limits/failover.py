@@ -50,9 +50,12 @@ class FailoverStore:
                     budgets: list[BudgetCheck]) -> Admission:
         if self.clock() >= self.down_until:
             try:
-                return await self.primary.admit(buckets, counters, budgets)
+                admission = await self.primary.admit(buckets, counters, budgets)
             except _FAULTS as e:
                 self._fault("admit", e)
+            else:
+                admission.store = self  # settled through here, so a Redis failure then is counted too
+                return admission
         return await self._degraded().admit(buckets, counters, budgets)
 
     async def settle(self, buckets: list[tuple[BucketCheck, float]], counters: list[str],

@@ -56,6 +56,7 @@ class LimitsPhase:
         self.tz = ZoneInfo(cfg.budgets.timezone if cfg.budgets else "UTC")
         self.default_max_tokens = cfg.limits.default_max_tokens if cfg.limits else 4096
         self.headers_on = bool(cfg.limits and cfg.limits.rules)
+        self.cut_streams = bool(cfg.budgets and cfg.budgets.cut_streams)
         self.ledger: Ledger | None = None
         memory = MemoryStore()
         if gw.redis is not None:
@@ -139,13 +140,16 @@ class LimitsPhase:
         for spec in plan.budgets:
             period = self.period(spec.rule.period if spec.rule else "monthly")
             hard = spec.rule.hard_usd if spec.rule else None
+            # only a hard budget needs the reservation; a tracked one is charged at the settle
             budgets.append(BudgetCheck(f"{spec.key_base}:{period.id}", None if hard is None else round(hard * NANO),
-                                       cost, ttl_of(period, time.time())))
+                                       0 if hard is None else cost, ttl_of(period, time.time())))
         admission = await self.store.admit(buckets, counters, budgets)
         if self.headers_on:
             ctx.response_headers.update(rate_headers(plan, admission.levels, admission.resets))
         if not admission.ok:
             raise self._refusal(ctx, plan, admission.failed, admission.retry_after_s)
+        if self.cut_streams and ctx.stream and any(g.hard is not None for g in budgets):
+            ctx.max_stream_events = allowance  # >= 1 token per event: never past the reservation
         ctx.limits = Reservation(admission.store or self.store, plan, buckets, budgets, prompt, allowance, cost, price)
         return None
 
@@ -180,13 +184,14 @@ class LimitsPhase:
         if r is None:
             return
         ctx.limits = None
+        cached = 0
         if ctx.usage.known:
-            p, c = ctx.usage.prompt_tokens, ctx.usage.completion_tokens
+            p, c, cached = ctx.usage.prompt_tokens, ctx.usage.completion_tokens, ctx.usage.cached_tokens
         elif ctx.deployment is None:
             p = c = 0  # never reached an upstream: refund everything
         else:
             p, c = r.prompt, r.allowance  # reached it, no usage known: keep the worst case
-        actual_cost = r.price.cost(p, c)
+        actual_cost = r.price.cost(p, c, cached)
         charged = r.prompt + r.allowance
         buckets = [(b, 0.0 if spec.kind == "requests" else float(charged - p - c))
                    for b, spec in zip(r.buckets, r.plan.buckets)]

@@ -139,3 +139,29 @@ async def test_soft_limit_posts_the_webhook_once(engines: Any, gateway_factory: 
     assert received[0]["spent_usd"] == pytest.approx(0.032)
     assert 'switchyard_budget_soft_alerts_total{team="ops"} 1.0' in gw.gateway.metrics.render().decode()
     await runner.cleanup()
+
+
+@pytest.mark.parametrize("cut", [True, False])
+async def test_stream_cut_at_its_reservation_under_a_hard_budget(
+        cut: bool, engine_factory: Any, gateway_factory: Any, tmp_path: Any) -> None:
+    engine = await engine_factory(output_tokens=40)
+    gw = await gateway_factory(limits_config(
+        [engine], prices=PRICES, limits={"default_max_tokens": 10},
+        budgets={"sqlite_path": str(tmp_path / "spend.db"), "cut_streams": cut,
+                 "rules": [{"scope": "team", "name": "ops", "hard_usd": 1.0}]}))
+    stream = await sdk(gw, KEY_CHAT).chat.completions.create(model="chat", messages=MSG, stream=True)  # no max_tokens
+    pieces: list[str] = []
+    if cut:
+        with pytest.raises(openai.APIError) as exc:
+            async for chunk in stream:
+                pieces += [c.delta.content or "" for c in chunk.choices]
+        assert "budget" in str(exc.value)
+        assert 0 < len([p for p in pieces if p]) <= 10
+    else:
+        async for chunk in stream:
+            pieces += [c.delta.content or "" for c in chunk.choices]
+        assert len([p for p in pieces if p]) == 40
+    await settled(gw)
+    spend = (await usage(gw, team="ops")).json()["spend_usd"]
+    # cut: charged its reservation (10 tokens); not cut: the real 40 tokens, 4x what was reserved
+    assert spend == pytest.approx(0.010 if cut else 0.040)

@@ -98,3 +98,17 @@ async def test_parallel_admissions_never_exceed_capacity(store: Any, k: Any) -> 
     b = BucketCheck(k("race"), SLOW, 50, 1)
     results = await asyncio.gather(*(store.admit([b], [], []) for _ in range(200)))
     assert sum(r.ok for r in results) == 50
+
+
+async def test_settles_and_admissions_in_one_loop_turn(store: Any, k: Any) -> None:
+    """The Redis store sends everything queued in one event-loop turn as one script call: settles
+    and admissions mixed must give the same answers as one by one."""
+    c = CounterCheck(k("mixed-conc"), 3)
+    g = BudgetCheck(k("mixed-spend"), hard=10_000, amount=1000, ttl_s=60)
+    assert all(r.ok for r in await asyncio.gather(*(store.admit([], [c], [g]) for _ in range(3))))
+    settles = [store.settle([], [c.key], [BudgetSettle(g.key, 1000, 100, "m", 1, 1, 60)]) for _ in range(3)]
+    totals = await asyncio.gather(*settles, store.admit([], [c], [g]))
+    assert sorted(t[0] for t in totals[:3]) == [100, 200, 300]
+    assert totals[3].ok  # queued after the three settles: the counter had room again
+    s = await store.spend(g.key)
+    assert (s.spent, s.reserved) == (300, 1000)
