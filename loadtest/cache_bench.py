@@ -110,6 +110,21 @@ def pct(xs: list[float], p: float) -> float:
     return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 3)
 
 
+async def wait_semantic(port: int, timeout: float = 180.0) -> None:
+    """Until the gateway's embedding model is loaded (lookups are skipped while it loads)."""
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    deadline = time.time() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.time() < deadline:
+            async with s.post(url, json=body("How do I rename a file in bash?"),
+                              headers={"Authorization": f"Bearer {KEY}", "x-switchyard-cache": "refresh"}) as r:
+                await r.read()
+            if (await timed(s, url, body("How can I rename a file in bash?")))[1] == "hit-semantic":
+                return
+            await asyncio.sleep(0.5)
+    raise RuntimeError("the semantic cache did not become ready")
+
+
 async def latency(port_plain: int, port_cache: int, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     conn = aiohttp.TCPConnector(limit=1)
@@ -231,7 +246,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         plain, plain_port = start_gateway(tmp, engine_port, semantic=False, cache=False)
         cached, cached_port = start_gateway(tmp, engine_port, semantic=True, cache=True)
         procs += [plain, cached]
-        await asyncio.sleep(2)  # the embedding model loads in the background
+        await wait_semantic(cached_port)
         result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
         print("latency through the gateway ...", flush=True)
         result["latency"] = await latency(plain_port, cached_port, args.n)
@@ -239,7 +254,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print("agent-swarm scenario ...", flush=True)
         scen_gw, scen_port = start_gateway(tmp, engine_port, semantic=True, cache=True)
         procs.append(scen_gw)
-        await asyncio.sleep(2)
+        await wait_semantic(scen_port)
         result["scenario"] = await scenario(scen_port, engine_port, args.requests, args.agents)
         print(json.dumps(result["scenario"]), flush=True)
         print("semantic lookup cost ...", flush=True)

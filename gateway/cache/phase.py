@@ -140,7 +140,7 @@ class CachePhase:
             self.metrics.m._child(self.metrics.lookup, "exact").observe(time.perf_counter() - t0)
             if body is not None:
                 return self._hit(ctx, s, body, "exact", None)
-        if s.semantic and self.semantic is not None and ctx.endpoint == "chat":
+        if s.semantic and self.semantic is not None and self.semantic.ready and ctx.endpoint == "chat":
             pending.text = keys.last_user_text(ctx.payload["messages"])
             if pending.text is not None:
                 pending.partition = keys.semantic_partition(ctx.endpoint, scope, fields)

@@ -44,6 +44,10 @@ class LocalEmbedder:
     def __init__(self) -> None:
         self._model: Any = None
 
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
     def load(self) -> None:
         if self._model is not None:
             return
@@ -63,6 +67,8 @@ class LocalEmbedder:
 
 class GatewayEmbedder:
     """An embeddings alias of this gateway (e.g. a TEI engine): its first healthy deployment."""
+
+    ready = True
 
     def __init__(self, router: "Router", alias: str) -> None:
         self.router, self.alias = router, alias
@@ -121,6 +127,11 @@ class SemanticCache:
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def ready(self) -> bool:
+        """False while the model is still loading: lookups are skipped rather than kept waiting."""
+        return self.embedder.ready
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
