@@ -18,7 +18,7 @@ import asyncio
 import json
 import os
 import random
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +30,7 @@ import aiohttp
 import numpy as np
 
 from gateway.keys import hash_key
-from loadtest.overhead import free_port, wait_port
+from loadtest.overhead import free_port, wait_port, wrk
 
 KEY = "sk-bench-cache"
 SYSTEM = "You are a planning agent. Answer with the next tool call to make."
@@ -46,46 +46,23 @@ TOPICS = ["reverse a list in Python", "undo the last git commit", "read a JSON f
 TOPIC_TEMPLATES = ["How do I {t}?", "How can I {t}?"]
 
 
-def config(engine_port: int, port: int, semantic: bool, cache: bool) -> str:
-    section = ""
+def config(engine_port: int, port: int, semantic: bool, cache: bool) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": port, "health_check_interval_s": 5, "log_level": "warning"},
+        "backends": [{"name": "sim", "kind": "vllm", "url": f"http://127.0.0.1:{engine_port}/v1"}],
+        "models": [{"name": "bench", "deployments": [{"backend": "sim", "model": "sim"}]}],
+        "teams": [{"name": "bench"}],
+        "keys": [{"name": "bench", "team": "bench", "sha256": hash_key(KEY)}],
+    }
     if cache:
-        section = f"""
-[cache]
-exact = true
-scope = "global"
-[cache.models.bench]
-semantic = {str(semantic).lower()}
-"""
-    return f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-health_check_interval_s = 5
-log_level = "warning"
-
-[[backends]]
-name = "sim"
-kind = "vllm"
-url = "http://127.0.0.1:{engine_port}/v1"
-
-[[models]]
-name = "bench"
-deployments = [{{ backend = "sim", model = "sim" }}]
-
-[[teams]]
-name = "bench"
-
-[[keys]]
-name = "bench"
-team = "bench"
-sha256 = "{hash_key(KEY)}"
-{section}"""
+        raw["cache"] = {"scope": "global", "models": {"bench": {"semantic": semantic}}}
+    return raw
 
 
 def start_gateway(tmp: Path, engine_port: int, semantic: bool, cache: bool) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    conf = tmp / f"gw-{port}.toml"
-    conf.write_text(config(engine_port, port, semantic, cache))
+    conf = tmp / f"gw-{port}.yaml"  # JSON is YAML
+    conf.write_text(json.dumps(config(engine_port, port, semantic, cache)))
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
@@ -151,6 +128,22 @@ async def latency(port_plain: int, port_cache: int, n: int) -> dict[str, Any]:
     return out
 
 
+def wrk_latency(tmp: Path, engine_port: int, plain_port: int, cached_port: int, seconds: int) -> dict[str, Any]:
+    """One connection, one repeated request, measured by wrk (a C client: little client overhead):
+    the engine directly, the gateway without a cache, the gateway answering exact hits."""
+    script = tmp / "hit.lua"
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body("How do I reverse a list in Python?")))}\n'
+        f'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer {KEY}"\n')
+    path = "/v1/chat/completions"
+    wrk(f"http://127.0.0.1:{cached_port}{path}", 1, 1, script)  # warm; the entry exists from then on
+    return {
+        "engine_direct": wrk(f"http://127.0.0.1:{engine_port}{path}", 1, seconds, script),
+        "gateway_no_cache": wrk(f"http://127.0.0.1:{plain_port}{path}", 1, seconds, script),
+        "gateway_hit_exact": wrk(f"http://127.0.0.1:{cached_port}{path}", 1, seconds, script),
+    }
+
+
 async def lookup_cost(sizes: list[int], n: int) -> dict[str, Any]:
     from gateway.cache.semantic import LocalEmbedder, SemanticCache
 
@@ -166,27 +159,37 @@ async def lookup_cost(sizes: list[int], n: int) -> dict[str, Any]:
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
             await cache._run(_fill, cache, vecs, have)
             have = size
-            emb, search, total = [], [], []
+            emb, search, index_only, total = [], [], [], []
             for t in texts:
                 t0 = time.perf_counter()
                 v = await cache.embed(t)
                 t1 = time.perf_counter()
                 await cache.lookup("bench", v, t, 0.9)
                 t2 = time.perf_counter()
+                await cache.query(t, "bench", 0.9)  # what a request pays: embed + search, one worker trip
+                t3 = time.perf_counter()
+                index_only.append(await cache._run(_time_search, cache, v))
                 emb.append(t1 - t0)
                 search.append(t2 - t1)
-                total.append(t2 - t0)
+                total.append(t3 - t2)
             # 16 lookups at once: batched embedding
             t0 = time.perf_counter()
             await asyncio.gather(*(cache.embed(t) for t in texts[:16]))
             batch16 = (time.perf_counter() - t0) / 16
             out[str(size)] = {"embed_p50_ms": pct(emb, 0.5), "search_p50_ms": pct(search, 0.5),
+                              "index_search_p50_ms": pct(index_only, 0.5),
                               "lookup_p50_ms": pct(total, 0.5), "lookup_p90_ms": pct(total, 0.9),
                               "embed_per_text_batched16_ms": round(batch16 * 1000, 3)}
             print(f"  {size:>7} entries: {out[str(size)]}", flush=True)
     finally:
         cache.close()
     return out
+
+
+def _time_search(cache: Any, vec: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    cache._parts["bench"].index.search(vec, 4)
+    return time.perf_counter() - t0
 
 
 def _fill(cache: Any, vecs: np.ndarray, start: int) -> None:
@@ -251,6 +254,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print("latency through the gateway ...", flush=True)
         result["latency"] = await latency(plain_port, cached_port, args.n)
         print(json.dumps(result["latency"]), flush=True)
+        if shutil.which("wrk"):
+            result["wrk_c1"] = wrk_latency(tmp, engine_port, plain_port, cached_port, args.wrk_seconds)
+            print(json.dumps(result["wrk_c1"]), flush=True)
         print("agent-swarm scenario ...", flush=True)
         scen_gw, scen_port = start_gateway(tmp, engine_port, semantic=True, cache=True)
         procs.append(scen_gw)
@@ -276,6 +282,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300, help="scenario requests")
     ap.add_argument("--agents", type=int, default=8, help="scenario concurrent agents")
     ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--wrk-seconds", type=int, default=5)
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     result = asyncio.run(run(args))

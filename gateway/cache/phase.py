@@ -168,8 +168,8 @@ class CachePhase:
         assert self.semantic is not None and pending.text is not None and pending.partition is not None
         t0 = time.perf_counter()
         try:
-            pending.vec = await self.semantic.embed(pending.text)
-            match = await self.semantic.lookup(pending.partition, pending.vec, pending.text, pending.settings.threshold) if look else None
+            pending.vec, match = await self.semantic.query(
+                pending.text, pending.partition if look else None, pending.settings.threshold)
         except Exception as e:  # the embedder failing costs the hit, not the request
             self.gw.log.warning("cache_semantic_error", error=str(e))
             pending.vec = None
