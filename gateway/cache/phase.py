@@ -148,7 +148,7 @@ class CachePhase:
                 if match is not None:
                     return self._hit(ctx, s, match.body, "semantic", match.similarity)
         if not look:
-            return self._bypass(ctx, "header", pending if "no-store" not in asked else None)
+            return self._bypass(ctx, "header", pending)
         self.metrics.count(self.metrics.misses, ctx.model)
         ctx.cache_status = "miss"
         ctx.response_headers[HEADER] = "miss"
