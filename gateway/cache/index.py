@@ -13,6 +13,8 @@ import numpy as np
 
 try:  # optional: part of the `semantic` extra
     import faiss
+
+    faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads only fight torch and the loop
 except ImportError:  # pragma: no cover - exercised only without the extra
     faiss = None
 

@@ -140,7 +140,7 @@ class CachePhase:
             self.metrics.m._child(self.metrics.lookup, "exact").observe(time.perf_counter() - t0)
             if body is not None:
                 return self._hit(ctx, s, body, "exact", None)
-        if s.semantic and self.semantic is not None and ctx.endpoint == "chat":
+        if s.semantic and self.semantic is not None and self.semantic.ready and ctx.endpoint == "chat":
             pending.text = keys.last_user_text(ctx.payload["messages"])
             if pending.text is not None:
                 pending.partition = keys.semantic_partition(ctx.endpoint, scope, fields)
@@ -148,7 +148,7 @@ class CachePhase:
                 if match is not None:
                     return self._hit(ctx, s, match.body, "semantic", match.similarity)
         if not look:
-            return self._bypass(ctx, "header", pending if "no-store" not in asked else None)
+            return self._bypass(ctx, "header", pending)
         self.metrics.count(self.metrics.misses, ctx.model)
         ctx.cache_status = "miss"
         ctx.response_headers[HEADER] = "miss"
@@ -168,8 +168,8 @@ class CachePhase:
         assert self.semantic is not None and pending.text is not None and pending.partition is not None
         t0 = time.perf_counter()
         try:
-            pending.vec = await self.semantic.embed(pending.text)
-            match = await self.semantic.lookup(pending.partition, pending.vec, pending.text, pending.settings.threshold) if look else None
+            pending.vec, match = await self.semantic.query(
+                pending.text, pending.partition if look else None, pending.settings.threshold)
         except Exception as e:  # the embedder failing costs the hit, not the request
             self.gw.log.warning("cache_semantic_error", error=str(e))
             pending.vec = None

@@ -44,6 +44,10 @@ class LocalEmbedder:
     def __init__(self) -> None:
         self._model: Any = None
 
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
     def load(self) -> None:
         if self._model is not None:
             return
@@ -63,6 +67,8 @@ class LocalEmbedder:
 
 class GatewayEmbedder:
     """An embeddings alias of this gateway (e.g. a TEI engine): its first healthy deployment."""
+
+    ready = True
 
     def __init__(self, router: "Router", alias: str) -> None:
         self.router, self.alias = router, alias
@@ -116,11 +122,16 @@ class SemanticCache:
         self._order: deque[tuple[str, int]] = deque()  # insertion order, for eviction
         self._count = 0
         self._ids = itertools.count(1).__next__
-        self._pending: list[tuple[str, asyncio.Future[np.ndarray]]] = []
+        self._pending: list[tuple[str, str | None, float, asyncio.Future[Any]]] = []
         self._draining = False
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def ready(self) -> bool:
+        """False while the model is still loading: lookups are skipped rather than kept waiting."""
+        return self.embedder.ready
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -130,8 +141,13 @@ class SemanticCache:
             await self._run(self.embedder.load)
 
     async def embed(self, text: str) -> np.ndarray:
-        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._pending.append((text, fut))
+        return (await self.query(text, None, 1.0))[0]
+
+    async def query(self, text: str, partition: str | None, threshold: float) -> tuple[np.ndarray, Match | None]:
+        """Embed `text` and, when `partition` is given, search it: one trip to the worker thread for
+        a whole batch of waiting queries (the thread handoff costs more than the search)."""
+        fut: asyncio.Future[tuple[np.ndarray, Match | None]] = asyncio.get_running_loop().create_future()
+        self._pending.append((text, partition, threshold, fut))
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -141,22 +157,33 @@ class SemanticCache:
         try:
             while self._pending:
                 batch, self._pending = self._pending[: self.batch], self._pending[self.batch :]
-                texts = [t for t, _ in batch]
                 try:
                     if isinstance(self.embedder, LocalEmbedder):
-                        vecs = await self._run(self.embedder.embed, texts)
+                        results = await self._run(self._embed_and_search, batch)
                     else:
-                        vecs = await self.embedder.embed(texts)
+                        vecs = await self.embedder.embed([b[0] for b in batch])
+                        results = await self._run(self._search_many, batch, vecs)
                 except Exception as e:
-                    for _, f in batch:
+                    for *_, f in batch:
                         if not f.done():
                             f.set_exception(e)
                     continue
-                for (_, f), v in zip(batch, vecs):
+                for (*_, f), r in zip(batch, results):
                     if not f.done():
-                        f.set_result(np.asarray(v, dtype=np.float32))
+                        f.set_result(r)
         finally:
             self._draining = False
+
+    def _embed_and_search(self, batch: list[Any]) -> list[tuple[np.ndarray, Match | None]]:
+        assert isinstance(self.embedder, LocalEmbedder)
+        return self._search_many(batch, self.embedder.embed([b[0] for b in batch]))
+
+    def _search_many(self, batch: list[Any], vecs: np.ndarray) -> list[tuple[np.ndarray, Match | None]]:
+        out = []
+        for (text, partition, threshold, _), v in zip(batch, vecs):
+            v = np.asarray(v, dtype=np.float32)
+            out.append((v, self._lookup(partition, v, text, threshold) if partition is not None else None))
+        return out
 
     async def lookup(self, partition: str, vec: np.ndarray, text: str, threshold: float) -> Match | None:
         return await self._run(self._lookup, partition, vec, text, threshold)

@@ -209,3 +209,34 @@ async def test_without_a_cache_section_nothing_is_cached(gateway_factory, one) -
     assert "x-switchyard-cache" not in raw.headers and "x-switchyard-cache" not in raw2.headers
     assert one.stats.requests_total == 2
     assert text_of([]) == ""
+
+
+class _Recorder:
+    """Stands where a limits phase would (before the cache) and keeps what it would charge."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str | None, int, int, int | None]] = []
+
+    async def on_request(self, ctx):
+        return None
+
+    async def on_complete(self, ctx) -> None:
+        saved = ctx.cache_saved.completion_tokens if ctx.cache_saved else None
+        self.seen.append((ctx.cache_status, ctx.usage.prompt_tokens, ctx.usage.completion_tokens, saved))
+
+
+async def test_a_hit_charges_no_tokens_unless_configured(gateway_factory, one) -> None:
+    gw = await gateway_factory(cache_config([one], {"models": {"embed": {"count_hits_toward_tpm": True}}}))
+    recorder = _Recorder()
+    gw.gateway.phases.insert(0, recorder)
+    client = sdk(gw)
+    _, first = await chat(client)
+    await chat(client)
+    await chat(client, model="embed")
+    await chat(client, model="embed")
+    p, c = first.usage.prompt_tokens, first.usage.completion_tokens
+    assert recorder.seen[0] == ("miss", p, c, None)
+    assert recorder.seen[1] == ("hit-exact", 0, 0, c)  # limits and budgets charge nothing
+    assert recorder.seen[3] == ("hit-exact", p, c, c)  # count_hits_toward_tpm: the cached usage

@@ -47,6 +47,8 @@ async def test_labelled_pairs_precision_and_recall() -> None:
 async def semantic_gw(gateway_factory, engine_factory):
     engine = await engine_factory()
     gw = await gateway_factory(cache_config([engine], {"models": {"chat": {"semantic": True}}}))
+    phase = next(p for p in gw.gateway.phases if p.name == "cache")
+    await phase.semantic.warm()
     return gw, engine
 
 
