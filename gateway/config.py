@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from backends import BACKEND_KINDS
 from policies import POLICIES
-from gateway.keystore_config import KeyStoreConfig
+from gateway.ops_config import KeyStoreConfig, TracingConfig
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
 
 
@@ -132,6 +132,7 @@ class Config(Strict):
     keys: list[KeyConfig] = []
     resilience: ResilienceConfig = ResilienceConfig()
     keystore: KeyStoreConfig = KeyStoreConfig()  # admin-created keys (gateway/keystore.py)
+    tracing: TracingConfig = TracingConfig()  # OpenTelemetry (gateway/tracing.py)
 
 
 def _check_sha256(v: str) -> str:

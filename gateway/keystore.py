@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from gateway.keys import Principal
-from gateway.keystore_config import KeyStoreConfig
+from gateway.ops_config import KeyStoreConfig
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from aiohttp import web
 
 from gateway.context import RequestContext
+from gateway.tracing import tracing_phase
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -32,6 +33,7 @@ class Phase(Protocol):
 # Gateway, or returns None when its feature is not configured. Admission (rate limits, budgets)
 # comes before caches, so a cache hit still counts toward request limits.
 PHASE_FACTORIES: list[Callable[["Gateway"], Phase | None]] = [
+    tracing_phase,  # first, so its on_complete sees the request fully settled (gateway/tracing.py)
 ]
 
 
