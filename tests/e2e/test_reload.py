@@ -90,6 +90,9 @@ async def test_an_invalid_file_is_refused_with_every_problem_and_the_old_config_
         assert "server.colour" in locations
         assert any("deployments[0].backend" in loc for loc in locations)
         assert (await deployment_of_new_request(gw)).startswith("e0/")  # still the old config
+        async with aiohttp.ClientSession() as s:
+            async with s.get(gw.base + "/metrics") as r:
+                assert 'switchyard_config_reloads_total{result="rejected"} 1.0' in await r.text()
     finally:
         await gw.stop()
 
