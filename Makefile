@@ -10,7 +10,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,limits,semantic,plots]' 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[dev,limits,semantic,plots,tracing]' 'torch==2.13.0'
 	touch $(STAMP)
 
 # The embedded default: in-memory state, no Redis, no GPU, no API key. The backends in config.toml

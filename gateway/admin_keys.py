@@ -68,7 +68,7 @@ async def create_key(request: web.Request) -> web.Response:
             raise GatewayError(409, f"A key named {name!r} already exists.", code="key_name_taken", param="name")
     except GatewayError as e:
         return error_response(e, {"x-request-id": request_id_of(request)})
-    gw.keys.add_stored(digest, Principal(name, team, frozenset(models)))
+    gw.keystore.created(digest, Principal(name, team, frozenset(models)))
     gw.log.info("audit_key_created", key_id=record.id, key=name, team=team, models=models)
     return _json({"key": key, **record.public()}, status=201)
 
@@ -89,6 +89,6 @@ async def revoke_key(request: web.Request) -> web.Response:
             if ident in gw.keys.names() else (404, f"No stored key with id or name {ident!r}.")
         return error_response(GatewayError(code, msg, code="key_not_revocable" if code == 409 else "key_not_found"),
                               {"x-request-id": request_id_of(request)})
-    gw.keys.remove_stored(record.sha256)
+    gw.keystore.revoked(record.sha256)
     gw.log.info("audit_key_revoked", key_id=record.id, key=record.name, team=record.team)
     return _json(record.public())

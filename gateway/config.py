@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from backends import BACKEND_KINDS
 from backends.load_config import LoadMetrics, LoadSignalsConfig
 from policies import POLICIES, policy_options
-from gateway.keystore_config import KeyStoreConfig
+from gateway.ops_config import KeyStoreConfig, TracingConfig
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
 from loadtest.sim_config import SimulationConfig
 from gateway.limits.config import BudgetsConfig, LimitsConfig, PriceConfig
@@ -155,6 +155,7 @@ class Config(Strict):
     prices: dict[str, PriceConfig] = {}  # gateway/limits/: per-model prices, override litellm's map
     cache: CacheConfig | None = None  # response caches (gateway/cache/); None = no caching
     keystore: KeyStoreConfig = KeyStoreConfig()  # admin-created keys (gateway/keystore.py)
+    tracing: TracingConfig = TracingConfig()  # OpenTelemetry (gateway/tracing.py)
 
 
 def _check_sha256(v: str) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from gateway.keys import Principal
-from gateway.keystore_config import KeyStoreConfig
+from gateway.ops_config import KeyStoreConfig
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -170,10 +170,22 @@ class KeyStoreSync:
         else:
             self.store = SqliteKeyStore(os.path.expanduser(cfg.path))
         self._task: asyncio.Task[None] | None = None
+        self._local_changes = 0
 
     async def refresh(self) -> None:
+        changes = self._local_changes
         active = {k.sha256: Principal(k.name, k.team, frozenset(k.models)) for k in await self.store.all() if k.revoked_at is None}
-        self.gateway.keys.set_stored(active)
+        if changes == self._local_changes:  # else this read may predate a key just created/revoked here
+            self.gateway.keys.set_stored(active)
+
+    def created(self, digest: str, principal: Principal) -> None:
+        """A key was stored through this gateway: usable at once."""
+        self._local_changes += 1
+        self.gateway.keys.add_stored(digest, principal)
+
+    def revoked(self, digest: str) -> None:
+        self._local_changes += 1
+        self.gateway.keys.remove_stored(digest)
 
     async def start(self) -> None:
         try:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from aiohttp import web
 
 from gateway.context import RequestContext
+from gateway.tracing import tracing_phase
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -37,6 +38,7 @@ def _cache_phase(gateway: "Gateway") -> Phase | None:
 # Gateway, or returns None when its feature is not configured. Admission (rate limits, budgets)
 # comes before caches, so a cache hit still counts toward request limits.
 PHASE_FACTORIES: list[Callable[["Gateway"], Phase | None]] = [
+    tracing_phase,  # first, so its on_complete sees the request fully settled (gateway/tracing.py)
     lambda gw: gw.limits,  # gateway/limits/: rate limits, budgets (built in Gateway.__init__)
     _cache_phase,
 ]

@@ -49,8 +49,14 @@ class Reloader:
                 old.log.error("config_reload_rejected", reason=reason, path=str(self.path), errors=e.problems)
                 raise
             new = Gateway(config, metrics=old.metrics)
-            await new.start()
-            await _first_probe(new)
+            try:
+                await new.start()
+                await _first_probe(new)
+            except Exception:  # e.g. a phase that cannot start: keep serving on the old gateway
+                old.metrics.count(old.metrics.config_reloads, "rejected")
+                old.log.exception("config_reload_failed", reason=reason)
+                await new.stop()
+                raise
             self.ref.current = new
             self.reloads += 1
             new.metrics.count(new.metrics.config_reloads, "ok")
@@ -137,4 +143,8 @@ async def admin_reload(request: web.Request) -> web.Response:
             "error": {"message": e.render(), "type": "invalid_request_error", "param": None, "code": "invalid_config"},
             "errors": [{"location": loc, "message": msg} for loc, msg in e.problems],
         }, status=400)
+    except Exception as e:  # the new config is valid but could not start; the old one keeps serving
+        return json_response({"error": {
+            "message": f"The new config could not start ({type(e).__name__}); the running config is unchanged.",
+            "type": "server_error", "param": None, "code": "reload_failed"}}, status=500)
     return json_response({"status": "reloaded", "reloads": reloader.reloads, "models": gw.router.aliases()})

@@ -102,6 +102,10 @@ class Gateway:
             await self.limits.stop()
         for backend in self.backends.values():
             await backend.close()
+        for phase in self.phases:  # phases holding resources (exporters, pools) may close them
+            close = getattr(phase, "close", None)
+            if close is not None:
+                await close()
         if self.redis is not None:
             await self.redis.aclose()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from openai import AsyncOpenAI
 
 from gateway.keys import hash_key
 from gateway.server import start_gateway
@@ -90,6 +91,9 @@ async def test_an_invalid_file_is_refused_with_every_problem_and_the_old_config_
         assert "server.colour" in locations
         assert any("deployments[0].backend" in loc for loc in locations)
         assert (await deployment_of_new_request(gw)).startswith("e0/")  # still the old config
+        async with aiohttp.ClientSession() as s:
+            async with s.get(gw.base + "/metrics") as r:
+                assert 'switchyard_config_reloads_total{result="rejected"} 1.0' in await r.text()
     finally:
         await gw.stop()
 
@@ -117,7 +121,7 @@ async def test_sighup_reloads_a_served_gateway(engines, tmp_path: Path) -> None:
         raw["models"].append({"name": "chat-2", "deployments": [{"backend": "e1", "model": "upstream-llama"}]})
         write(path, raw)
         os.kill(proc.pid, signal.SIGHUP)
-        client = sdk(type("G", (), {"url": f"http://127.0.0.1:{port}/v1"})())
+        client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY_ALL, max_retries=0)
         for _ in range(100):
             ids = {m.id async for m in client.models.list()}
             if "chat-2" in ids:

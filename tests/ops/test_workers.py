@@ -21,7 +21,7 @@ from openai import AsyncOpenAI
 
 from gateway.keys import hash_key
 from loadtest.overhead import free_port, wait_port
-from tests.conftest import gateway_config
+from tests.conftest import KEY_ALL, gateway_config
 
 ADMIN = "sk-admin-workers"
 pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (make test)")
@@ -81,6 +81,22 @@ async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engine
         for _ in range(10):
             with pytest.raises(openai.AuthenticationError):
                 await chat(base, created["key"])
+
+        # POST /admin/reload on one worker reloads them all (through the supervisor).
+        raw["models"].append({"name": "chat-2", "deployments": [{"backend": "e1", "model": "upstream-llama"}]})
+        (tmp_path / "gw.yaml").write_text(orjson.dumps(raw).decode())
+        async with aiohttp.ClientSession() as s:
+            async with s.post(base + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                assert r.status == 202 and (await r.json())["workers"] == "all"
+        for _ in range(50):  # until 10 fresh connections in a row (so: both workers) know chat-2
+            seen = []
+            for _ in range(10):
+                async with AsyncOpenAI(base_url=base + "/v1", api_key=KEY_ALL, max_retries=0) as client:
+                    seen.append("chat-2" in {m.id async for m in client.models.list()})
+            if all(seen):
+                break
+            await asyncio.sleep(0.2)
+        assert all(seen)
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 15)
