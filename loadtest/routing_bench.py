@@ -11,9 +11,9 @@ talks for several turns (each turn = previous prompt + answer + a new user messa
 with think time between turns. Reported per policy: the engines' prefix-cache hit rate (tokens
 found cached / prompt tokens), client-side time to first token and turn latency (p50 / p95).
 
-`burst`: 2 local vLLM engines (16 seqs each; backends max_concurrency 16) and a remote paid API
+`burst`: 2 local vLLM engines (16 seqs each; backends max_concurrency `--local-cap`) and a remote paid API
 (300 ms latency, $0.15 / $0.60 per M tokens). First a few agents alone (unloaded turn latency),
-then a burst of 2x the local capacity, with `local-first` (spill to remote) and with least-active
+then a burst of 2x the local capacity (default 4 x local cap agents), with `local-first` (spill to remote) and with least-active
 over the local engines only (queue). Reports p95 turn latency vs unloaded, spills and remote cost.
 
 Everything (engines, gateway, agents) runs in this one process on one event loop, so absolute
@@ -142,7 +142,7 @@ async def run_agents(policy: str, agents: int, turns: int, ramp_s: float, option
             "turn_p50": pct(out["turn"], 50), "turn_p95": pct(out["turn"], 95), "requests": share, "wall_s": wall}
 
 
-async def run_burst(policy: str, agents: int, turns: int, spill: bool, scale: float) -> dict[str, Any]:
+async def run_burst(policy: str, agents: int, turns: int, spill: bool, scale: float, cap: int = 16) -> dict[str, Any]:
     local_engine = dict(ENGINE, max_num_seqs=16)
     locals_ = [await start_engine(EngineConfig(seed=i, time_scale=scale, **local_engine), port=0)  # type: ignore[arg-type]
                for i in range(2)]
@@ -151,7 +151,7 @@ async def run_burst(policy: str, agents: int, turns: int, spill: bool, scale: fl
                                              price_per_input_token=0.15e-6, price_per_output_token=0.60e-6), port=0)
     # With a remote to spill to, the local backends are capped at the engines' batch size (spill at
     # once); local only, the engines queue what is over (a cap would answer 503 instead).
-    backends = [{"name": f"gpu-{i}", "kind": "vllm", "url": e.url, **({"max_concurrency": 16} if spill else {})}
+    backends = [{"name": f"gpu-{i}", "kind": "vllm", "url": e.url, **({"max_concurrency": cap} if spill else {})}
                 for i, e in enumerate(locals_)]
     backends.append({"name": "api", "kind": "openai", "url": remote.url})
     deps = [{"backend": f"gpu-{i}", "model": "llama-8b"} for i in range(2)]
@@ -191,11 +191,11 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"{r['policy']}: hit rate x{r['hit_rate'] / base['hit_rate']:.2f}, "
                   f"p50 TTFT {100 * (r['ttft_p50'] / base['ttft_p50'] - 1):+.0f}% vs {base['policy']}")
     else:
-        quiet = await run_burst("local-first", args.unloaded_agents, args.turns, True, args.time_scale)
+        quiet = await run_burst("local-first", args.unloaded_agents, args.turns, True, args.time_scale, args.local_cap)
         show([quiet])
         rows = []
         for policy, spill in (("local-first", True), ("least-active", False)):
-            rows.append(await run_burst(policy, args.agents, args.turns, spill, args.time_scale))
+            rows.append(await run_burst(policy, args.agents, args.turns, spill, args.time_scale, args.local_cap))
             show(rows[-1:])
         for r in rows:
             print(f"{r['policy']}: p95 turn latency {r['turn_p95'] / quiet['turn_p95']:.2f}x unloaded, "
@@ -211,9 +211,10 @@ def main() -> None:
     p.add_argument("--time-scale", type=float, default=0.5,
                    help="engines' time_scale (< 1: slower than real, so engine costs dominate this machine's CPU noise)")
     p.add_argument("--unloaded-agents", type=int, default=4)
+    p.add_argument("--local-cap", type=int, default=16, help="burst: max_concurrency of each local backend (the engines batch 16)")
     p.add_argument("--policies", default="round-robin,least-active,session-affinity,prefix-aware")
     args = p.parse_args()
-    args.agents = args.agents or (100 if args.scenario == "agents" else 64)
+    args.agents = args.agents or (100 if args.scenario == "agents" else 4 * args.local_cap)  # burst: 2x local capacity
     try:
         import uvloop
         uvloop.run(main_async(args))
