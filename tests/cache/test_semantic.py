@@ -3,13 +3,14 @@ ever matches across system prompts, earlier turns or parameters (the partition).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from gateway.cache.semantic import SemanticCache, LocalEmbedder, semantic_available
-from tests.cache.helpers import cache_config, chat, chat_stream, text_of
-from tests.cache.pairs import PAIRS
-from tests.conftest import sdk
+np = pytest.importorskip("numpy")  # the `semantic` extra (CI installs it)
+
+from gateway.cache.semantic import LocalEmbedder, SemanticCache, semantic_available  # noqa: E402
+from tests.cache.helpers import cache_config, chat, chat_stream, text_of  # noqa: E402
+from tests.cache.pairs import PAIRS  # noqa: E402
+from tests.conftest import sdk  # noqa: E402
 
 needs_model = pytest.mark.skipif(not semantic_available(), reason="the `semantic` extra is not installed")
 THRESHOLD = 0.9  # the default of cache.threshold
