@@ -119,3 +119,18 @@ async def test_an_embeddings_alias_of_the_gateway_as_embedder(gateway_factory, e
     assert raw.headers["x-switchyard-cache"] == "hit-semantic"
     assert float(raw.headers["x-switchyard-cache-similarity"]) > 0.999
     assert (await chat(client, messages=user("Something else entirely")))[0] == "miss"
+
+
+async def test_a_slow_embedder_costs_the_hit_not_the_request(gateway_factory, engine_factory) -> None:
+    import time
+
+    from loadtest.engine import Fault
+
+    engine = await engine_factory()
+    gw = await gateway_factory(cache_config([engine], {
+        "embedder": "embed", "semantic_timeout_s": 0.2, "models": {"chat": {"semantic": True, "exact": False}}}))
+    engine.set_fault(Fault(kind="delay", delay_s=2.0, paths=["/v1/embeddings"]))
+    t0 = time.perf_counter()
+    status, reply = await chat(sdk(gw))
+    assert status == "miss" and reply.choices[0].message.content
+    assert time.perf_counter() - t0 < 1.5
