@@ -189,9 +189,11 @@ class CachePhase:
 
     def _hit(self, ctx: RequestContext, s: ModelSettings, body: bytes, kind: str, similarity: float | None) -> web.Response:
         usage = usage_of_body(body) or {}
-        saved = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), bool(usage))
+        saved = Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                      completion_tokens=int(usage.get("completion_tokens") or 0), known=bool(usage))
         ctx.cache_saved = saved
-        ctx.usage = Usage(saved.prompt_tokens, saved.completion_tokens, True) if s.count_hits_toward_tpm else Usage(0, 0, True)
+        ctx.usage = (Usage(prompt_tokens=saved.prompt_tokens, completion_tokens=saved.completion_tokens, known=True)
+                     if s.count_hits_toward_tpm else Usage(known=True))
         ctx.cache_status = f"hit-{kind}"
         ctx.cache_similarity = similarity
         ctx.status = 200
