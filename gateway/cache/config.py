@@ -52,6 +52,7 @@ class CacheConfig(Strict):
     embedder: str = Field("local", description="`local` (all-MiniLM-L6-v2 in process) or an embeddings model alias of this gateway")
     semantic_max_entries: int = Field(100_000, gt=0, description="semantic index bound (oldest evicted)")
     semantic_batch: int = Field(32, gt=0, description="most texts embedded in one batch")
+    semantic_timeout_s: float = Field(0.5, gt=0, description="a slower semantic lookup is given up (a miss)")
     models: dict[str, ModelCacheConfig] = {}
 
     def for_model(self, alias: str) -> "ModelSettings":

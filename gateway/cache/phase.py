@@ -12,6 +12,7 @@ Request header `x-switchyard-cache: no-cache | no-store | refresh` (or `Cache-Co
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -168,10 +169,10 @@ class CachePhase:
         assert self.semantic is not None and pending.text is not None and pending.partition is not None
         t0 = time.perf_counter()
         try:
-            pending.vec, match = await self.semantic.query(
-                pending.text, pending.partition if look else None, pending.settings.threshold)
-        except Exception as e:  # the embedder failing costs the hit, not the request
-            self.gw.log.warning("cache_semantic_error", error=str(e))
+            pending.vec, match = await asyncio.wait_for(self.semantic.query(
+                pending.text, pending.partition if look else None, pending.settings.threshold), self.config.semantic_timeout_s)
+        except Exception as e:  # the embedder failing or slow costs the hit, not the request
+            self.gw.log.warning("cache_semantic_error", error=str(e) or type(e).__name__)
             pending.vec = None
             return None
         self.metrics.m._child(self.metrics.lookup, "semantic").observe(time.perf_counter() - t0)
@@ -188,9 +189,11 @@ class CachePhase:
 
     def _hit(self, ctx: RequestContext, s: ModelSettings, body: bytes, kind: str, similarity: float | None) -> web.Response:
         usage = usage_of_body(body) or {}
-        saved = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), bool(usage))
+        saved = Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                      completion_tokens=int(usage.get("completion_tokens") or 0), known=bool(usage))
         ctx.cache_saved = saved
-        ctx.usage = Usage(saved.prompt_tokens, saved.completion_tokens, True) if s.count_hits_toward_tpm else Usage(0, 0, True)
+        ctx.usage = (Usage(prompt_tokens=saved.prompt_tokens, completion_tokens=saved.completion_tokens, known=True)
+                     if s.count_hits_toward_tpm else Usage(known=True))
         ctx.cache_status = f"hit-{kind}"
         ctx.cache_similarity = similarity
         ctx.status = 200

@@ -3,13 +3,14 @@ ever matches across system prompts, earlier turns or parameters (the partition).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from gateway.cache.semantic import SemanticCache, LocalEmbedder, semantic_available
-from tests.cache.helpers import cache_config, chat, chat_stream, text_of
-from tests.cache.pairs import PAIRS
-from tests.conftest import sdk
+np = pytest.importorskip("numpy")  # the `semantic` extra (CI installs it)
+
+from gateway.cache.semantic import LocalEmbedder, SemanticCache, semantic_available  # noqa: E402
+from tests.cache.helpers import cache_config, chat, chat_stream, text_of  # noqa: E402
+from tests.cache.pairs import PAIRS  # noqa: E402
+from tests.conftest import sdk  # noqa: E402
 
 needs_model = pytest.mark.skipif(not semantic_available(), reason="the `semantic` extra is not installed")
 THRESHOLD = 0.9  # the default of cache.threshold
@@ -118,3 +119,18 @@ async def test_an_embeddings_alias_of_the_gateway_as_embedder(gateway_factory, e
     assert raw.headers["x-switchyard-cache"] == "hit-semantic"
     assert float(raw.headers["x-switchyard-cache-similarity"]) > 0.999
     assert (await chat(client, messages=user("Something else entirely")))[0] == "miss"
+
+
+async def test_a_slow_embedder_costs_the_hit_not_the_request(gateway_factory, engine_factory) -> None:
+    import time
+
+    from loadtest.engine import Fault
+
+    engine = await engine_factory()
+    gw = await gateway_factory(cache_config([engine], {
+        "embedder": "embed", "semantic_timeout_s": 0.2, "models": {"chat": {"semantic": True, "exact": False}}}))
+    engine.set_fault(Fault(kind="delay", delay_s=2.0, paths=["/v1/embeddings"]))
+    t0 = time.perf_counter()
+    status, reply = await chat(sdk(gw))
+    assert status == "miss" and reply.choices[0].message.content
+    assert time.perf_counter() - t0 < 1.5

@@ -87,7 +87,7 @@ def test_nondeterminism_rules() -> None:
 
 
 def test_saved_usd_uses_model_prices_when_present() -> None:
-    usage = Usage(1000, 500, True)
+    usage = Usage(prompt_tokens=1000, completion_tokens=500, known=True)
     assert saved_usd({"chat": {"input_per_mtok": 1.0, "output_per_mtok": 4.0}}, "chat", usage) == pytest.approx(0.003)
     assert saved_usd({}, "chat", usage) == 0.0 and saved_usd(None, "chat", usage) == 0.0
 
