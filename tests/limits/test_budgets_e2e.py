@@ -165,3 +165,9 @@ async def test_stream_cut_at_its_reservation_under_a_hard_budget(
     spend = (await usage(gw, team="ops")).json()["spend_usd"]
     # cut: charged its reservation (10 tokens); not cut: the real 40 tokens, 4x what was reserved
     assert spend == pytest.approx(0.010 if cut else 0.040)
+
+
+async def test_usage_endpoint_when_nothing_is_configured(gateway: Any) -> None:
+    r = await usage(gateway, KEY_ALL)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "usage_disabled"
+    assert gateway.gateway.limits is None
