@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--settle-delay-ms", type=float, default=0.0,
+                        help="also run Redis with limits.settle_delay_s set to this (A/B in one run)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -109,6 +111,9 @@ def main() -> None:
             "memory": LIMITS.replace("{db}", str(tmp / "spend.db")),
             "redis": f'[redis]\nurl = "{args.redis}"\nkey_prefix = "{prefix}"\n' + LIMITS.replace("{db}", str(tmp / "unused.db")),
         }
+        if args.settle_delay_ms:  # A/B: settles riding along with the next admission
+            variants["redis-delay"] = variants["redis"].replace(
+                "[limits]\n", f"[limits]\nsettle_delay_s = {args.settle_delay_ms / 1000}\n")
         procs, ports = [], {}
         try:
             for name, extra in variants.items():

@@ -35,6 +35,8 @@ class LimitsConfig(Strict):
     fail_policy: Literal["open", "closed"] = Field(
         "open", description="Redis unreachable: open = local in-memory buckets, closed = 503")
     retry_redis_after_s: float = Field(1.0, gt=0, description="after a Redis failure, use the fallback this long")
+    settle_delay_s: float = Field(0.0, ge=0, le=0.1, description=(
+        "Redis: a settle waits up to this long to share the next admission's script call (0 = send at once)"))
 
 
 class BudgetRule(Strict):

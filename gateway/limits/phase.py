@@ -63,7 +63,8 @@ class LimitsPhase:
             from gateway.limits.redis_store import RedisStore
             policy = cfg.limits.fail_policy if cfg.limits else "open"
             retry = cfg.limits.retry_redis_after_s if cfg.limits else 1.0
-            self.store: Store = FailoverStore(RedisStore(gw.redis), memory, policy == "open", retry, self._store_fault)
+            delay = cfg.limits.settle_delay_s if cfg.limits else 0.0
+            self.store: Store = FailoverStore(RedisStore(gw.redis, delay), memory, policy == "open", retry, self._store_fault)
             prefix = cfg.redis.key_prefix + "lim:"
         else:
             if cfg.budgets is not None:

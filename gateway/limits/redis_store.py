@@ -129,25 +129,36 @@ class RedisStore:
     """Raises redis errors as they come (to every request of a failed batch); the fail-open/closed
     policy lives in failover.py."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, settle_delay_s: float = 0.0) -> None:
         self.redis = redis
         self._script = redis.register_script(SCRIPT)
+        self.settle_delay_s = settle_delay_s
         self._ops: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _submit(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        """Queue one operation; everything queued during this event-loop turn goes in one call."""
+    def _submit(self, keys: list[str], args: list[Any], settle: bool = False) -> asyncio.Future[Any]:
+        """Queue one operation; everything queued during this event-loop turn goes in one call.
+        A settle may instead wait up to `settle_delay_s` to ride along with the next admission."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._ops.append((keys, args, fut))
-        if not self._flush_scheduled:
+        if self._flush_scheduled:
+            return fut
+        if settle and self.settle_delay_s > 0:
+            if self._timer is None:
+                self._timer = loop.call_later(self.settle_delay_s, self._flush)
+        else:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return fut
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         ops, self._ops = self._ops, []
         if ops:
             task = asyncio.get_running_loop().create_task(self._send(ops))
@@ -197,7 +208,7 @@ class RedisStore:
             args += (b.rate, b.capacity, delta)
         for g in budgets:
             args += (g.reserved, g.actual, g.model, g.prompt_tokens, g.completion_tokens, g.ttl_s or 0)
-        return [int(x) for x in await self._submit(keys, args)]
+        return [int(x) for x in await self._submit(keys, args, settle=True)]
 
     async def spend(self, key: str) -> Spend:
         raw = {_s(k): int(v) for k, v in (await self.redis.hgetall(key)).items()}

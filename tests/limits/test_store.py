@@ -112,3 +112,29 @@ async def test_settles_and_admissions_in_one_loop_turn(store: Any, k: Any) -> No
     assert totals[3].ok  # queued after the three settles: the counter had room again
     s = await store.spend(g.key)
     assert (s.spent, s.reserved) == (300, 1000)
+
+
+async def test_redis_settle_rides_along_with_the_next_admission(prefix: str) -> None:
+    """limits.settle_delay_s: a settle waits for the next admission and both go in one script call;
+    alone it still goes after the delay."""
+    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    store = RedisStore(client, settle_delay_s=0.05)
+    sent: list[int] = []
+    script = store._script
+
+    async def counting(keys: Any, args: Any) -> Any:
+        sent.append(int(args[0]))  # operations in this call
+        return await script(keys=keys, args=args)
+
+    store._script = counting  # type: ignore[assignment]
+    c = CounterCheck(f"{prefix}ride", 1)
+    assert (await store.admit([], [c], [])).ok
+    settle = asyncio.ensure_future(store.settle([], [c.key], []))
+    await asyncio.sleep(0)
+    admitted = await store.admit([], [c], [])  # queued after the settle, in the same call
+    await settle
+    assert admitted.ok and sent == [1, 2]
+    await asyncio.wait_for(store.settle([], [c.key], []), timeout=2)  # no admission follows: sent alone
+    assert sent == [1, 2, 1]
+    await client.delete(c.key)
+    await client.aclose()
