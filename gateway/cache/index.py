@@ -13,10 +13,15 @@ import numpy as np
 
 try:  # optional: part of the `semantic` extra
     import faiss
-
-    faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads only fight torch and the loop
 except ImportError:  # pragma: no cover - exercised only without the extra
     faiss = None
+
+
+def single_threaded() -> None:
+    """Run in the thread that searches: OpenMP's thread count is per calling thread, and extra
+    OpenMP threads for one query only fight torch and the event loop for the cores."""
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
 
 
 class VectorIndex:

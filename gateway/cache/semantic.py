@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from gateway.cache.guards import compatible
-from gateway.cache.index import VectorIndex
+from gateway.cache.index import VectorIndex, single_threaded
 from gateway.cache.store import _matches
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class SemanticCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_entries, self.batch, self.embedder, self.clock = max_entries, batch, embedder, clock
-        self.worker = ThreadPoolExecutor(1, thread_name_prefix="switchyard-semantic")
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="switchyard-semantic", initializer=single_threaded)
         self._parts: dict[str, _Partition] = {}
         self._order: deque[tuple[str, int]] = deque()  # insertion order, for eviction
         self._count = 0
