@@ -208,7 +208,7 @@ class CachePhase:
         if saved.known:
             m.count(m.saved_tokens, ctx.model, "prompt", by=saved.prompt_tokens)
             m.count(m.saved_tokens, ctx.model, "completion", by=saved.completion_tokens)
-            usd = saved_usd(getattr(self.gw.config, "prices", None), ctx.model, saved)
+            usd = saved_usd(self.gw, ctx.model, saved)
             if usd:
                 m.count(m.saved_usd, ctx.model, by=usd)
         if ctx.stream:
@@ -280,14 +280,17 @@ class CachePhase:
             self.semantic.close()
 
 
-def saved_usd(prices: Any, model: str, saved: Usage) -> float:
-    """Cost of the saved tokens when `[prices."model"]` (the limits feature) has the model."""
-    price = prices.get(model) if isinstance(prices, dict) else None
+def saved_usd(gw: "Gateway", model: str, saved: Usage) -> float:
+    """Cost of the saved tokens at the model's price as the limits feature resolved it (config, else
+    litellm's map), or at `[prices."model"]` when no limits phase runs; 0 for a model with no price."""
+    from gateway.limits.prices import FREE, from_config  # lazy: the cache does not need limits otherwise
+
+    resolved = getattr(gw.limits, "prices", None) or {}
+    price = resolved.get(model)
     if price is None:
-        return 0.0
-    get = price.get if isinstance(price, dict) else lambda k: getattr(price, k, None)
-    inp, out = get("input_per_mtok") or 0.0, get("output_per_mtok") or 0.0
-    return (saved.prompt_tokens * inp + saved.completion_tokens * out) / 1e6
+        configured = gw.config.prices.get(model)
+        price = from_config(configured) if configured is not None else FREE
+    return price.cost(saved.prompt_tokens, saved.completion_tokens) / 1e9
 
 
 def build_cache_phase(gw: "Gateway") -> CachePhase | None:

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.cache import keys
 from gateway.cache.guards import compatible
-from gateway.cache.phase import nondeterministic, saved_usd
+from gateway.cache.phase import nondeterministic
 from gateway.cache.store import MemoryStore
 from gateway.config import ConfigError
 from gateway.context import Usage
@@ -84,12 +84,6 @@ def test_nondeterminism_rules() -> None:
     assert not nondeterministic({"temperature": 0})
     assert nondeterministic({"temperature": 0, "n": 3})
     assert nondeterministic({"temperature": "hot"})
-
-
-def test_saved_usd_uses_model_prices_when_present() -> None:
-    usage = Usage(prompt_tokens=1000, completion_tokens=500, known=True)
-    assert saved_usd({"chat": {"input_per_mtok": 1.0, "output_per_mtok": 4.0}}, "chat", usage) == pytest.approx(0.003)
-    assert saved_usd({}, "chat", usage) == 0.0 and saved_usd(None, "chat", usage) == 0.0
 
 
 def test_config_errors_name_their_location(engines) -> None:
