@@ -24,8 +24,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from gateway.keys import hash_key
-from loadtest.overhead import KEY, REQUEST, free_port, start_upstream, wait_port, wrk
+from loadtest.overhead import KEY, REQUEST, free_port, start_upstream, wait_port, write_config, wrk
 
 LIMITS = """
 [limits]
@@ -37,29 +36,6 @@ rules = [{ scope = "team", name = "bench", period = "monthly", soft_usd = 100000
 input_per_mtok = 0.1
 output_per_mtok = 0.2
 """
-
-
-def write_config(path: Path, port: int, upstream_port: int, extra: str) -> None:
-    path.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-log_level = "info"
-{extra}
-[[backends]]
-name = "fast"
-kind = "vllm"
-url = "http://127.0.0.1:{upstream_port}/v1"
-[[models]]
-name = "bench"
-deployments = [{{ backend = "fast", model = "bench-upstream" }}]
-[[teams]]
-name = "bench"
-[[keys]]
-name = "bench"
-team = "bench"
-sha256 = "{hash_key(KEY)}"
-""")
 
 
 def redis_round_trip_ms(url: str, n: int = 2000) -> float:

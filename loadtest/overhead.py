@@ -75,13 +75,15 @@ http {{
     return proc, "simulated engine (zero delay)"
 
 
-def start_gateway(tmp: Path, port: int, upstream_port: int, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
-    conf = tmp / "gateway.toml"
-    conf.write_text(f"""
+def write_config(path: Path, port: int, upstream_port: int, extra: str = "") -> None:
+    """The benchmark gateway's config: one fast backend, model "bench", key KEY; `extra` TOML
+    (e.g. [limits]) goes before the first table array."""
+    path.write_text(f"""
 [server]
 host = "127.0.0.1"
 port = {port}
 log_level = "info"
+{extra}
 [[backends]]
 name = "fast"
 kind = "vllm"
@@ -96,6 +98,11 @@ name = "bench"
 team = "bench"
 sha256 = "{hash_key(KEY)}"
 """)
+
+
+def start_gateway(tmp: Path, port: int, upstream_port: int, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    conf = tmp / "gateway.toml"
+    write_config(conf, port, upstream_port)
     return subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(conf), *extra_args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
