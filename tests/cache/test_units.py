@@ -9,7 +9,6 @@ from gateway.cache.guards import compatible
 from gateway.cache.phase import nondeterministic
 from gateway.cache.store import MemoryStore
 from gateway.config import ConfigError
-from gateway.context import Usage
 from tests.cache.helpers import cache_config
 from tests.conftest import to_config
 

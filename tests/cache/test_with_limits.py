@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.cache.helpers import Q
-from tests.conftest import KEY_ALL, sdk
+from tests.conftest import sdk
 from tests.limits.helpers import limits_config, settled, usage
 
 PRICES = {"chat": {"input_per_mtok": 1000, "output_per_mtok": 2000}}  # $0.001 / $0.002 per token

@@ -11,14 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import openai
 import pytest
 
 from loadtest.engine import EngineConfig, Fault, start_engine
-from tests.conftest import gateway_config, sdk
+from tests.conftest import sdk
 from tests.e2e.test_resilience import MESSAGES, ask, breakers, config, metric
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from gateway.config import ConfigError, parse_config
 from gateway.limits import estimate
 from gateway.limits.config import PriceConfig
 from gateway.limits.periods import period_of
-from gateway.limits.prices import FREE, from_config, load_price_map, resolve
+from gateway.limits.prices import FREE, from_config, resolve
 
 
 @pytest.fixture(scope="module")
