@@ -50,6 +50,10 @@ async def test_remote_cost_is_reported(tmp_path):
     assert remote["profile"] == "remote" and remote["requests"] > 0
     assert remote["cost_usd"] > 0 and r["remote_cost_usd"] == pytest.approx(remote["cost_usd"])
     assert r["engines"]["gpu-0"]["cost_usd"] == 0
+    assert remote["prefix_hit_rate"] is None  # not observable on a remote API: not in the cluster rate
+    local = [r["engines"][n] for n in ("gpu-0", "gpu-1")]
+    assert r["prefix_hit_rate"] == pytest.approx(
+        sum(e["prefix_hits_tokens"] for e in local) / sum(e["prefix_queries_tokens"] for e in local))
     assert r["requests"]["errors"] == 0
 
 
