@@ -281,4 +281,9 @@ def cross_check(raw: dict[str, Any]) -> list[tuple[str, str]]:
         if digest and digest in hashes:
             problems.append((f"{where}.sha256", "the same key hash appears twice"))
         hashes.add(digest)
+    simulation = raw.get("simulation")
+    overrides = simulation.get("backends") if isinstance(simulation, dict) else None
+    for name in overrides if isinstance(overrides, dict) else []:
+        if name not in backends:
+            problems.append((f"simulation.backends.{name}", f"no backend named {name!r}"))
     return problems

@@ -91,6 +91,8 @@ def test_cli_rejects_unknown_policy_and_bad_config(tmp_path):
 def test_simulation_section_is_validated():
     with pytest.raises(ConfigError, match="unknown simulated-engine option"):
         parse_config("[simulation.backends.x]\nkv_blokcs = 3\n")
+    with pytest.raises(ConfigError, match="no backend named 'gpu-9'"):
+        parse_config("[simulation.backends.gpu-9]\nkv_blocks = 3\n")
     with pytest.raises(ConfigError, match="time_scale"):
         parse_config("[simulation]\ntime_scale = 0\n")
 
@@ -127,3 +129,39 @@ async def test_engines_in_a_child_process_report_the_same_way():
     assert sum(e["requests"] for e in r["engines"].values()) == req["sent"]
     assert r["engines"]["remote-api"]["cost_usd"] > 0
     assert r["engines"]["gpu-0"]["prefix_hit_rate"] > 0
+
+
+async def test_serve_simulate_starts_engines_with_the_simulation_section():
+    """`switchyard serve --simulate` path: engines on the ports the config names, with its options."""
+    import socket
+
+    from loadtest.cluster import start_simulated_backends
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = parse_config(f"""
+[simulation]
+time_scale = 4
+[simulation.engine]
+decode_base_s = 0.01
+[simulation.backends.far]
+price_per_input_token = 0.000001
+[[backends]]
+name = "gpu"
+kind = "vllm"
+url = "http://127.0.0.1:{port}/v1"
+[[backends]]
+name = "far"
+kind = "vllm"
+url = "http://10.1.2.3:8000/v1"
+""")
+    engines = await start_simulated_backends(config)
+    try:
+        assert len(engines) == 1  # only loopback backends are simulated
+        assert engines[0].port == port and engines[0].config.profile == "vllm"
+        assert engines[0].config.decode_base_s == 0.01 and engines[0].config.time_scale == 4
+        assert engines[0].config.price_per_input_token == 0  # another backend's override
+    finally:
+        for e in engines:
+            await e.stop()
