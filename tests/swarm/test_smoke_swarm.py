@@ -165,3 +165,18 @@ url = "http://10.1.2.3:8000/v1"
     finally:
         for e in engines:
             await e.stop()
+
+
+def test_cli_compare_prints_one_row_per_policy(tmp_path):
+    out = tmp_path / "compare.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.swarm", "compare", "--scenario", "smoke", "--config", str(FOUR),
+         "--policies", "round-robin,least-active", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split()[0] for line in proc.stdout.splitlines()[2:] if line.strip()]
+    assert rows == ["round-robin", "least-active"]
+    reports = orjson.loads(out.read_bytes())
+    assert [r["policy"] for r in reports] == ["round-robin", "least-active"]
+    assert all(r["requests"]["sent"] == reports[0]["requests"]["sent"] and r["requests"]["errors"] == 0 for r in reports)
