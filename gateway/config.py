@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from backends import BACKEND_KINDS
 from policies import POLICIES
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
-from loadtest.sim_config import SimulationConfig
+from loadtest.sim_config import SimulationConfig, simulation_cross_check
 
 
 class Strict(BaseModel):
@@ -257,6 +257,7 @@ def cross_check(raw: dict[str, Any]) -> list[tuple[str, str]]:
 
     backends, models, teams = unique("backends"), unique("models"), unique("teams")
     unique("keys")
+    problems += simulation_cross_check(raw, backends)
     for i, m in enumerate(items("models")):
         deployments = m.get("deployments")
         for j, d in enumerate(deployments if isinstance(deployments, list) else []):
@@ -281,9 +282,4 @@ def cross_check(raw: dict[str, Any]) -> list[tuple[str, str]]:
         if digest and digest in hashes:
             problems.append((f"{where}.sha256", "the same key hash appears twice"))
         hashes.add(digest)
-    simulation = raw.get("simulation")
-    overrides = simulation.get("backends") if isinstance(simulation, dict) else None
-    for name in overrides if isinstance(overrides, dict) else []:
-        if name not in backends:
-            problems.append((f"simulation.backends.{name}", f"no backend named {name!r}"))
     return problems
