@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from backends import BACKEND_KINDS
 from policies import POLICIES
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
-from loadtest.sim_config import SimulationConfig, simulation_cross_check
+from loadtest.sim_config import SimulationConfig
 
 
 class Strict(BaseModel):
@@ -257,6 +257,8 @@ def cross_check(raw: dict[str, Any]) -> list[tuple[str, str]]:
 
     backends, models, teams = unique("backends"), unique("models"), unique("teams")
     unique("keys")
+    from loadtest.sim_config import simulation_cross_check  # here: keeps the import block merge-friendly
+
     problems += simulation_cross_check(raw, backends)
     for i, m in enumerate(items("models")):
         deployments = m.get("deployments")
