@@ -281,6 +281,9 @@ def cross_check(raw: dict[str, Any]) -> list[tuple[str, str]]:
 
     backends, models, teams = unique("backends"), unique("models"), unique("teams")
     unique("keys")
+    from loadtest.sim_config import simulation_cross_check  # here: keeps the import block merge-friendly
+
+    problems += simulation_cross_check(raw, backends)
     for i, m in enumerate(items("models")):
         deployments = m.get("deployments")
         for j, d in enumerate(deployments if isinstance(deployments, list) else []):

@@ -64,3 +64,14 @@ class SimulationConfig(BaseModel):
     def options_for(self, backend: str) -> dict[str, Any]:
         """EngineConfig keyword arguments for one backend (defaults, then its overrides)."""
         return {**self.engine, **self.backends.get(backend, {}), "time_scale": self.time_scale}
+
+
+def simulation_cross_check(raw: dict[str, Any], backends: set[Any]) -> list[tuple[str, str]]:
+    """`[simulation.backends.<name>]` must name a backend of the same config."""
+    simulation = raw.get("simulation")
+    overrides = simulation.get("backends") if isinstance(simulation, dict) else None
+    return [
+        (f"simulation.backends.{name}", f"no backend named {name!r}")
+        for name in (overrides if isinstance(overrides, dict) else [])
+        if name not in backends
+    ]

@@ -133,8 +133,10 @@ class EngineProbe:
         text = await self.scrape_text(http)
         m = None if text is None else parse_metrics(text)
         if text is None or m is None or self.profile != "vllm":
-            return Snapshot(st["prefix_queries_tokens"], st["prefix_hits_tokens"], st["ttft_sum_s"], st["ttft_count"],
-                            st["preempted"], st["requests_total"], st["cost_usd"])
+            # prefix-cache figures only where the engine exports vLLM's counters (a remote API's cache
+            # is not observable); the rest from the simulator's stats
+            return Snapshot(0.0, 0.0, st["ttft_sum_s"], st["ttft_count"], st["preempted"], st["requests_total"],
+                            st["cost_usd"])
         queries = m.get("vllm:prefix_cache_queries_total", m.get("vllm:gpu_prefix_cache_queries_total", 0.0))
         hits = m.get("vllm:prefix_cache_hits_total", m.get("vllm:gpu_prefix_cache_hits_total", 0.0))
         return Snapshot(

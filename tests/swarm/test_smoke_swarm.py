@@ -50,6 +50,10 @@ async def test_remote_cost_is_reported(tmp_path):
     assert remote["profile"] == "remote" and remote["requests"] > 0
     assert remote["cost_usd"] > 0 and r["remote_cost_usd"] == pytest.approx(remote["cost_usd"])
     assert r["engines"]["gpu-0"]["cost_usd"] == 0
+    assert remote["prefix_hit_rate"] is None  # not observable on a remote API: not in the cluster rate
+    local = [r["engines"][n] for n in ("gpu-0", "gpu-1")]
+    assert r["prefix_hit_rate"] == pytest.approx(
+        sum(e["prefix_hits_tokens"] for e in local) / sum(e["prefix_queries_tokens"] for e in local))
     assert r["requests"]["errors"] == 0
 
 
@@ -87,6 +91,8 @@ def test_cli_rejects_unknown_policy_and_bad_config(tmp_path):
 def test_simulation_section_is_validated():
     with pytest.raises(ConfigError, match="unknown simulated-engine option"):
         parse_config("[simulation.backends.x]\nkv_blokcs = 3\n")
+    with pytest.raises(ConfigError, match="no backend named 'gpu-9'"):
+        parse_config("[simulation.backends.gpu-9]\nkv_blocks = 3\n")
     with pytest.raises(ConfigError, match="time_scale"):
         parse_config("[simulation]\ntime_scale = 0\n")
 
@@ -123,3 +129,54 @@ async def test_engines_in_a_child_process_report_the_same_way():
     assert sum(e["requests"] for e in r["engines"].values()) == req["sent"]
     assert r["engines"]["remote-api"]["cost_usd"] > 0
     assert r["engines"]["gpu-0"]["prefix_hit_rate"] > 0
+
+
+async def test_serve_simulate_starts_engines_with_the_simulation_section():
+    """`switchyard serve --simulate` path: engines on the ports the config names, with its options."""
+    import socket
+
+    from loadtest.cluster import start_simulated_backends
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = parse_config(f"""
+[simulation]
+time_scale = 4
+[simulation.engine]
+decode_base_s = 0.01
+[simulation.backends.far]
+price_per_input_token = 0.000001
+[[backends]]
+name = "gpu"
+kind = "vllm"
+url = "http://127.0.0.1:{port}/v1"
+[[backends]]
+name = "far"
+kind = "vllm"
+url = "http://10.1.2.3:8000/v1"
+""")
+    engines = await start_simulated_backends(config)
+    try:
+        assert len(engines) == 1  # only loopback backends are simulated
+        assert engines[0].port == port and engines[0].config.profile == "vllm"
+        assert engines[0].config.decode_base_s == 0.01 and engines[0].config.time_scale == 4
+        assert engines[0].config.price_per_input_token == 0  # another backend's override
+    finally:
+        for e in engines:
+            await e.stop()
+
+
+def test_cli_compare_prints_one_row_per_policy(tmp_path):
+    out = tmp_path / "compare.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.swarm", "compare", "--scenario", "smoke", "--config", str(FOUR),
+         "--policies", "round-robin,least-active", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split()[0] for line in proc.stdout.splitlines()[2:] if line.strip()]
+    assert rows == ["round-robin", "least-active"]
+    reports = orjson.loads(out.read_bytes())
+    assert [r["policy"] for r in reports] == ["round-robin", "least-active"]
+    assert all(r["requests"]["sent"] == reports[0]["requests"]["sent"] and r["requests"]["errors"] == 0 for r in reports)
