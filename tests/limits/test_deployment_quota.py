@@ -15,7 +15,7 @@ import pytest
 from gateway.config import ConfigError
 from tests.conftest import gateway_config, sdk, to_config
 from tests.limits.conftest import REDIS_URL
-from tests.limits.helpers import limits_config, settled
+from tests.limits.helpers import ADMIN_KEY, limits_config, settled
 
 MSG = [{"role": "user", "content": "Hello there"}]
 
@@ -27,7 +27,7 @@ async def remote_engines(engine_factory: Any, *limits: int) -> list[Any]:
 
 def quota_config(engines: list[Any], quotas: list[dict | None], *, policy: str = "round-robin",
                  **extra: Any) -> dict[str, Any]:
-    raw = limits_config(engines, **extra) if extra else gateway_config(engines)
+    raw = limits_config(engines, **extra)  # admin key set; [limits]/[redis] only when given
     for backend, quota in zip(raw["backends"], quotas):
         backend["kind"] = "openai-compatible"
         if quota is not None:
@@ -81,6 +81,10 @@ async def test_every_deployment_over_quota_gives_rate_limit_error_with_retry_aft
     assert a.stats.rate_limited == 0 and b.stats.rate_limited == 0
     metrics = gw.gateway.metrics.render().decode()
     assert 'switchyard_rate_limited_total{scope="deployment",team="research"} 1.0' in metrics
+    async with httpx.AsyncClient() as http:  # the admin view shows how long each waits for quota
+        r = await http.get(f"{gw.base}/admin/breakers", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    waits = {row["deployment"]: row["quota_wait_s"] for row in r.json()["deployments"]}
+    assert 20 < waits["e0/upstream-llama"] <= 30 and 20 < waits["e1/upstream-llama"] <= 30
 
 
 async def test_fallback_alias_serves_when_the_alias_deployments_are_over_quota(
