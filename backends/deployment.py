@@ -21,6 +21,9 @@ class Deployment:
     # cool-down (time.monotonic; the upstream's Retry-After).
     breaker: CircuitBreaker | None = None
     cool_until: float = 0.0
+    # Per-deployment quota (backends[].limits, gateway/limits/deployment_quota.py): time.monotonic
+    # when its bucket is expected to hold enough again after a refusal.
+    quota_until: float = 0.0
 
     def __post_init__(self) -> None:
         self.name = f"{self.backend.name}/{self.upstream_model}"
@@ -30,14 +33,16 @@ class Deployment:
         return limit is None or self.backend.active < limit
 
     def allows(self) -> bool:
-        """Not in a 429 cool-down, and the breaker admits a request (open -> half-open when due)."""
-        if self.cool_until and time.monotonic() < self.cool_until:
-            return False
+        """Not in a 429 cool-down nor out of quota, and the breaker admits a request (open -> half-open when due)."""
+        if self.cool_until or self.quota_until:
+            now = time.monotonic()
+            if now < self.cool_until or now < self.quota_until:
+                return False
         return self.breaker is None or self.breaker.allows()
 
     def retry_in(self) -> float:
         """Seconds until this deployment may take a request again (0 = now)."""
-        wait = max(0.0, self.cool_until - time.monotonic())
+        wait = max(0.0, self.cool_until - time.monotonic(), self.quota_until - time.monotonic())
         return max(wait, self.breaker.retry_in()) if self.breaker is not None else wait
 
     def load(self) -> Load:

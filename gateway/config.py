@@ -22,6 +22,7 @@ from gateway.ops_config import KeyStoreConfig, TracingConfig
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
 from loadtest.sim_config import SimulationConfig
 from gateway.limits.config import BudgetsConfig, LimitsConfig, PriceConfig
+from gateway.limits.quota_config import DeploymentQuotaConfig
 from gateway.cache.config import CacheConfig, cross_check as cache_cross_check
 
 
@@ -75,6 +76,7 @@ class BackendConfig(Strict):
     breaker: BreakerConfig | None = Field(None, description="this backend's breakers; None = resilience.breaker")
     load_metrics: LoadMetrics = Field("auto", description="which engine's /metrics names give its load; auto = by kind")
     metrics_url: str | None = Field(None, description="the engine's Prometheus endpoint; None = url without /v1 + /metrics")
+    limits: DeploymentQuotaConfig | None = Field(None, description="the upstream's own quota, per deployment (gateway/limits/deployment_quota.py)")
 
     @field_validator("kind")
     @classmethod

@@ -20,7 +20,10 @@ Resilience (settings in `[resilience]`, state in gateway/resilience.py):
   error event (forward.py) and counts as a breaker failure.
 - Breakers: every attempt is a ticket on its deployment's breaker; 5xx, timeouts, connection errors
   and broken streams are failures, 2xx successes, client 4xx (and 429) neutral.
-- Nothing can serve at all: 503 with Retry-After at once (errors.unavailable).
+- Nothing can serve at all: 503 with Retry-After at once (errors.unavailable); 429
+  `rate_limit_exceeded` instead when deployments wait for their own quota to refill.
+- Deployment quotas (`backends[].limits`, gateway/limits/deployment_quota.py): a picked deployment's
+  quota is taken before the attempt is sent; one over quota is skipped and the pick repeated.
 - Hedging (`models[].hedge_after_s`): no first byte from the first attempt after that delay sends a
   copy to another deployment; the first to get its first byte wins, the other is cancelled.
 """
@@ -39,6 +42,7 @@ from backends.deployment import Deployment
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, bad_gateway, gateway_timeout, unavailable
 from gateway.forward import forward_body, forward_stream
+from gateway.limits.deployment_quota import QuotaCharge, RequestQuota, quota_blocked
 from gateway.request import ENDPOINTS
 from gateway.resilience import ModelSettings, parse_retry_after
 from gateway.routing import ModelRoute
@@ -80,8 +84,12 @@ class _AttemptFailed(Exception):
 class _Attempt:
     """One upstream request on one deployment: its in-flight count, policy hooks, breaker ticket."""
 
-    def __init__(self, ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment) -> None:
+    def __init__(self, ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment,
+                 charge: QuotaCharge | None = None) -> None:
         self.ctx, self.gw, self.route, self.deployment = ctx, gw, route, deployment
+        self.charge = charge  # taken from the deployment's quota; settled in end()
+        self.answered = False  # this attempt's answer went to the client (ctx.usage is its usage)
+        self.reached = True  # False when the upstream was never reached (connection refused)
         self.upstream: Upstream | None = None
         self.chunks: AsyncIterator[bytes] | None = None
         self.body: bytes | None = None
@@ -115,6 +123,7 @@ class _Attempt:
             gw.metrics.upstream_error(d.name, "timeout")
             raise _AttemptFailed("timeout", gateway_timeout(str(e))) from None
         except (UpstreamConnectError, StopAsyncIteration) as e:
+            self.reached = self.upstream is not None
             self._drop()
             gw.metrics.upstream_error(d.name, "connect")
             raise _AttemptFailed("connect", bad_gateway(str(e) or "upstream sent an empty stream")) from None
@@ -147,6 +156,10 @@ class _Attempt:
         self.route.policy.on_finish(d, self.ctx)
         if d.breaker is not None:
             getattr(d.breaker, outcome)(self.ticket)
+        if self.charge is not None and self.gw.quotas is not None:
+            u = self.ctx.usage
+            used = (u.prompt_tokens + u.completion_tokens) if self.answered and u.known else None
+            self.gw.quotas.settle(self.charge, used if self.reached else 0)
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -170,6 +183,7 @@ async def dispatch(request: web.Request, ctx: RequestContext, gw: Gateway) -> we
     tried: set[str] = set()
     last: _AttemptFailed | None = None
     attempts = 0
+    quota = RequestQuota(gw.quotas, ctx) if gw.quotas is not None and gw.quotas.covers(routes) else None
     while True:
         if attempts:
             assert last is not None
@@ -180,16 +194,18 @@ async def dispatch(request: web.Request, ctx: RequestContext, gw: Gateway) -> we
                 return _final(ctx, last, gw)
             gw.metrics.count(gw.metrics.retries, ctx.route.alias, last.kind)
             await asyncio.sleep(res.backoff(attempts))
-        route, deployment = _pick(ctx, routes, tried)
+        route, deployment, charge = await _pick_within_quota(ctx, routes, tried, quota)
         if deployment is None:
             wait = min((d.retry_in() for r in routes for d in r.deployments), default=1.0)
             cooling = _cool_down_wait(routes)
             if last is not None and cooling is not None and cooling <= res.cfg.max_retry_after_s:
                 await asyncio.sleep(cooling)  # an upstream asked for a short pause (Retry-After): honour it
-                route, deployment = _pick(ctx, routes, tried)
+                route, deployment, charge = await _pick_within_quota(ctx, routes, tried, quota)
             if deployment is None:
                 if last is not None:
                     return _final(ctx, last, gw)
+                if quota is not None and (quota.blocked or quota_blocked(routes)):
+                    raise quota.refusal(ctx.route.alias, wait)
                 raise unavailable(
                     f"No deployment of model `{ctx.route.alias}` (or its fallbacks) can take a request now "
                     "(all down, failing or at capacity); retry shortly.", retry_after=max(1.0, wait),
@@ -199,18 +215,34 @@ async def dispatch(request: web.Request, ctx: RequestContext, gw: Gateway) -> we
         tried.add(deployment.name)
         try:
             if settings.hedge_after_s and attempts == 1:
-                attempt = await _hedged(ctx, gw, route, deployment, routes, tried, settings)
+                attempt = await _hedged(ctx, gw, route, deployment, routes, tried, settings, charge, quota)
             else:
-                attempt = await _run(ctx, gw, route, deployment, res.model(route.alias).ttfb_s)
+                attempt = await _run(ctx, gw, route, deployment, res.model(route.alias).ttfb_s, charge)
         except _AttemptFailed as failed:
             last = failed
             continue
         return await _answer(request, ctx, gw, attempt)
 
 
-def _pick(ctx: RequestContext, routes: list[ModelRoute], tried: set[str]) -> tuple[ModelRoute, Deployment | None]:
-    """An untried deployment (this alias first, then the fallbacks in order), else a tried one."""
-    for exclude in (frozenset(tried), frozenset()) if tried else (frozenset(),):
+async def _pick_within_quota(ctx: RequestContext, routes: list[ModelRoute], tried: set[str],
+                             quota: RequestQuota | None) -> tuple[ModelRoute, Deployment | None, QuotaCharge | None]:
+    """_pick, then take the deployment's quota; one over quota is excluded and the pick repeated
+    (each refusal excludes one more deployment, so this ends)."""
+    while True:
+        route, deployment = _pick(ctx, routes, tried, quota.blocked if quota is not None else ())
+        if deployment is None or quota is None:
+            return route, deployment, None
+        ok, charge = await quota.take(deployment)
+        if ok:
+            return route, deployment, charge
+
+
+def _pick(ctx: RequestContext, routes: list[ModelRoute], tried: set[str],
+          blocked: "set[str] | tuple[()]" = ()) -> tuple[ModelRoute, Deployment | None]:
+    """An untried deployment (this alias first, then the fallbacks in order), else a tried one;
+    never one in `blocked` (over its quota for this request)."""
+    always = frozenset(blocked)
+    for exclude in (always | tried, always) if tried else (always,):
         for route in routes:
             try:
                 return route, route.choose(ctx, exclude)
@@ -228,8 +260,9 @@ def _cool_down_wait(routes: list[ModelRoute]) -> float | None:
     return min(waits) if waits else None
 
 
-async def _run(ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment, ttfb_s: float | None) -> _Attempt:
-    attempt = _Attempt(ctx, gw, route, deployment)
+async def _run(ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment, ttfb_s: float | None,
+               charge: QuotaCharge | None = None) -> _Attempt:
+    attempt = _Attempt(ctx, gw, route, deployment, charge)
     try:
         return await attempt.run(ttfb_s)
     except _AttemptFailed as failed:
@@ -242,24 +275,31 @@ async def _run(ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: 
 
 
 async def _hedged(ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment,
-                  routes: list[ModelRoute], tried: set[str], settings: ModelSettings) -> _Attempt:
+                  routes: list[ModelRoute], tried: set[str], settings: ModelSettings,
+                  charge: QuotaCharge | None, quota: RequestQuota | None) -> _Attempt:
     """Run the first attempt; if it has no first byte after hedge_after_s, race a second copy on
     another deployment. The first to reach its first byte wins; the other is cancelled (its
     upstream connection closed, so the engine frees the slot)."""
-    first = asyncio.ensure_future(_run(ctx, gw, route, deployment, settings.ttfb_s))
+    first = asyncio.ensure_future(_run(ctx, gw, route, deployment, settings.ttfb_s, charge))
     pending = {first}
     try:
         done, _ = await asyncio.wait(pending, timeout=settings.hedge_after_s)
         if done:
             pending.clear()
             return first.result()
-        route2, second_d = _pick(ctx, routes, tried)
+        route2, second_d = _pick(ctx, routes, tried, quota.blocked if quota is not None else ())
         if second_d is None or second_d is deployment or not gw.resilience.budget.try_spend():
             pending.clear()
             return await first
+        charge2 = None
+        if quota is not None:
+            ok, charge2 = await quota.take(second_d)
+            if not ok:  # over its quota: no hedge
+                pending.clear()
+                return await first
         tried.add(second_d.name)
         ctx.attempts += 1
-        second = asyncio.ensure_future(_run(ctx, gw, route2, second_d, settings.ttfb_s))
+        second = asyncio.ensure_future(_run(ctx, gw, route2, second_d, settings.ttfb_s, charge2))
         pending.add(second)
         error: BaseException | None = None
         while pending:
@@ -296,6 +336,7 @@ def _discard(task: "asyncio.Future[_Attempt]") -> None:
 async def _answer(request: web.Request, ctx: RequestContext, gw: Gateway, attempt: _Attempt) -> web.StreamResponse:
     d = attempt.deployment
     ctx.deployment = d
+    attempt.answered = True
     ctx.response_headers["x-switchyard-deployment"] = d.name
     ctx.response_headers["x-switchyard-model"] = attempt.route.alias
     if ctx.route is not None and attempt.route is not ctx.route:

@@ -117,7 +117,7 @@ class Metrics:
             "switchyard_spend_usd", "Settled cost in USD, by team and model alias.", ["team", "model"], registry=r,
         )
         self.rate_limited = Counter(
-            "switchyard_rate_limited", "Requests refused with 429 by a rate limit, by the limit's scope (key|team|model) and the caller's team.",
+            "switchyard_rate_limited", "Requests refused with 429 by a rate limit, by the limit's scope (key|team|model|deployment) and the caller's team.",
             ["scope", "team"], registry=r,
         )
         self.budget_refused = Counter(
@@ -129,6 +129,11 @@ class Metrics:
         self.limits_store_errors = Counter(
             "switchyard_limits_store_errors", "Redis failures of the limits store, by operation (admit|settle|spend); the fail policy applied.",
             ["op"], registry=r,
+        )
+        # Per-deployment quotas (backends[].limits, gateway/limits/deployment_quota.py).
+        self.deployment_quota_skips = Counter(
+            "switchyard_deployment_quota_skips", "Deployments passed over for a request because their upstream quota (backends[].limits) was used up.",
+            ["deployment"], registry=r,
         )
         # Operations (gateway/reload.py, issue 8).
         self.config_reloads = Counter(

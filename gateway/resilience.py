@@ -144,6 +144,7 @@ class Resilience:
             row: dict[str, object] = {
                 "deployment": d.name, "backend": d.backend.name, "healthy": d.backend.healthy,
                 "cool_down_s": round(max(0.0, d.cool_until - now), 3), "active": d.active,
+                "quota_wait_s": round(max(0.0, d.quota_until - now), 3),  # backends[].limits
             }
             if d.breaker is not None:
                 row.update(d.breaker.snapshot())

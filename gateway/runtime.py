@@ -17,6 +17,7 @@ from backends.health import HealthProber
 from backends.load_signals import Load, LoadScraper
 from gateway.config import Config
 from gateway.keys import KeyTable, Principal
+from gateway.limits.deployment_quota import DeploymentQuotas, build_quotas
 from gateway.limits.phase import LimitsPhase, build_limits
 from gateway.keystore import KeyStoreSync
 from gateway.logs import get_logger
@@ -55,6 +56,8 @@ class Gateway:
         # Rate limits, budgets, spend (gateway/limits/); None when not configured. Read spend with
         # `await gateway.limits.spend(team=...)` / `(key=...)`.
         self.limits: LimitsPhase | None = build_limits(self)
+        # Upstream quotas per deployment (backends[].limits), taken in dispatch; None when none set.
+        self.quotas: DeploymentQuotas | None = build_quotas(self)
         self.phases: list[Phase] = build_phases(self)
         self.keystore = KeyStoreSync(self)  # admin-created API keys
         # Request ids: a random per-process prefix + a counter (unique, and far cheaper than uuid4).
@@ -83,6 +86,8 @@ class Gateway:
         await self.load_scraper.start()
         if self.limits is not None:
             await self.limits.start()
+        if self.quotas is not None:
+            await self.quotas.start()
         await self.keystore.start()
         self.log.info(
             "gateway_started", models=self.router.aliases(), backends=list(self.backends), keys=len(self.keys)

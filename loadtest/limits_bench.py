@@ -1,6 +1,6 @@
 """Overhead of rate limits + budgets on the hot path: no limits vs in memory vs Redis, one run.
 
-    python -m loadtest.limits_bench [--duration 3] [--rounds 3] [--connections 50] [--redis URL]
+    python -m loadtest.limits_bench [--duration 3] [--rounds 3] [--connections 50] [--redis URL] [--quota]
 
 Three `switchyard serve` processes in front of the same fast upstream (nginx with a canned answer,
 as loadtest/overhead.py): one without limits, one with a key rule (RPM, TPM, concurrency) and a team
@@ -8,6 +8,8 @@ budget in memory (SQLite ledger), one with the same rules in Redis. Limits are s
 is refused: what is measured is the cost of checking. Reports p50 at 1 connection and requests/s at
 N connections for each (median of the interleaved rounds), the added p50 against no limits, Redis
 throughput as a share of memory, and one bare redis-py PING round trip (the floor for Redis mode).
+`--quota` adds two variants with only a per-deployment quota (`backends[].limits`, no [limits]
+rules): in memory and in Redis (the deployment quota's own store call in dispatch).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ rules = [{ scope = "team", name = "bench", period = "monthly", soft_usd = 100000
 input_per_mtok = 0.1
 output_per_mtok = 0.2
 """
+# a per-deployment quota set high (nothing refused): the cost of taking it in dispatch
+QUOTA = "limits = { requests_per_minute = 100000000, tokens_per_minute = 1000000000000 }\n"
 
 
 def redis_round_trip_ms(url: str, n: int = 2000) -> float:
@@ -68,6 +72,7 @@ def main() -> None:
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--settle-delay-ms", type=float, default=0.0,
                         help="also run Redis with limits.settle_delay_s set to this (A/B in one run)")
+    parser.add_argument("--quota", action="store_true", help="also run per-deployment quotas (memory, Redis)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -90,12 +95,17 @@ def main() -> None:
         if args.settle_delay_ms:  # A/B: settles riding along with the next admission
             variants["redis-delay"] = variants["redis"].replace(
                 "[limits]\n", f"[limits]\nsettle_delay_s = {args.settle_delay_ms / 1000}\n")
+        backend_extra: dict[str, str] = {}
+        if args.quota:  # a backend quota only: the store call sits in dispatch, not the limits phase
+            variants["quota"] = ""
+            variants["quota-redis"] = f'[redis]\nurl = "{args.redis}"\nkey_prefix = "{prefix}q:"\n'
+            backend_extra = {"quota": QUOTA, "quota-redis": QUOTA}
         procs, ports = [], {}
         try:
             for name, extra in variants.items():
                 ports[name] = free_port()
                 conf = tmp / f"{name}.toml"
-                write_config(conf, ports[name], up_port, extra)
+                write_config(conf, ports[name], up_port, extra, backend_extra.get(name, ""))
                 procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(conf)],
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             wait_port(up_port)
@@ -132,6 +142,10 @@ def main() -> None:
     share = results[f"redis_c{c}"]["rps"] / results[f"memory_c{c}"]["rps"]  # type: ignore[index]
     print(f"redis vs memory: added p50 {results['redis_c1']['p50_ms'] - results['memory_c1']['p50_ms']:.3f} ms, "  # type: ignore[index]
           f"throughput {share:.0%} of in-memory; one redis-py PING round trip: p50 {results['redis_ping_p50_ms']:.3f} ms")
+    if args.quota:
+        q = results[f"quota-redis_c{c}"]["rps"] / results[f"quota_c{c}"]["rps"]  # type: ignore[index]
+        print(f"deployment quota: memory adds {results['quota_c1']['p50_ms'] - base:.3f} ms p50, Redis "  # type: ignore[index]
+              f"{results['quota-redis_c1']['p50_ms'] - base:.3f} ms; Redis throughput {q:.0%} of memory")  # type: ignore[index]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -75,9 +75,9 @@ http {{
     return proc, "simulated engine (zero delay)"
 
 
-def write_config(path: Path, port: int, upstream_port: int, extra: str = "") -> None:
+def write_config(path: Path, port: int, upstream_port: int, extra: str = "", backend_extra: str = "") -> None:
     """The benchmark gateway's config: one fast backend, model "bench", key KEY; `extra` TOML
-    (e.g. [limits]) goes before the first table array."""
+    (e.g. [limits]) goes before the first table array, `backend_extra` into the backend's table."""
     path.write_text(f"""
 [server]
 host = "127.0.0.1"
@@ -88,7 +88,7 @@ log_level = "info"
 name = "fast"
 kind = "vllm"
 url = "http://127.0.0.1:{upstream_port}/v1"
-[[models]]
+{backend_extra}[[models]]
 name = "bench"
 deployments = [{{ backend = "fast", model = "bench-upstream" }}]
 [[teams]]

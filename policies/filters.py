@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 def available(deployments: Sequence["Deployment"], exclude: frozenset[str] = frozenset()) -> list["Deployment"]:
     """Healthy deployments with spare capacity whose breaker admits a request and that are not in
-    a 429 cool-down, minus those already tried for this request.
+    a 429 cool-down or over their own quota (backends[].limits), minus those already tried for this request.
 
     When no deployment is known healthy (probes may lag a restart), fall back to those with capacity:
     trying beats refusing on a stale probe.
