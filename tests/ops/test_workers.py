@@ -21,7 +21,7 @@ from openai import AsyncOpenAI
 
 from gateway.keys import hash_key
 from loadtest.overhead import free_port, wait_port
-from tests.conftest import KEY_ALL, gateway_config
+from tests.conftest import KEY_ALL, KEY_CHAT, gateway_config
 
 ADMIN = "sk-admin-workers"
 pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (make test)")
@@ -105,3 +105,50 @@ async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engine
         await r.delete(prefix + "apikeys", prefix + "apikey_names")
         await r.aclose()
     assert proc.returncode == 0
+
+
+@pytest.mark.timeout(90)
+async def test_two_workers_enforce_one_rate_limit_and_one_budget_through_redis(engines, tmp_path: Path) -> None:
+    port = free_port()
+    prefix = f"sy-workers-{uuid.uuid4().hex[:8]}:"
+    raw = gateway_config(engines)
+    raw["server"]["port"] = port
+    raw["redis"] = {"url": os.environ["REDIS_URL"], "key_prefix": prefix}
+    raw["limits"] = {"rules": [{"scope": "team", "name": "research", "requests_per_minute": 20}]}
+    raw["prices"] = {"chat": {"input_per_mtok": 0, "output_per_mtok": 1000}}  # $0.001 per output token
+    # max_tokens 4 reserves $0.004 a request: a hard budget of $0.03 lets exactly 7 of the ops key's through.
+    raw["budgets"] = {"rules": [{"scope": "team", "name": "ops", "period": "none", "hard_usd": 0.03}]}
+    (tmp_path / "gw.yaml").write_text(orjson.dumps(raw).decode())
+    mdir = tmp_path / "metrics"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "gw.yaml"), "--workers", "2"],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mdir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    async def outcomes(key: str, n: int) -> list[str]:
+        out = []
+        for _ in range(n):  # one new connection each, so the kernel spreads them over both workers
+            try:
+                await chat(base, key)
+                out.append("ok")
+            except openai.RateLimitError as e:
+                out.append(str(e.code))
+        return out
+
+    try:
+        await asyncio.to_thread(wait_port, port, 30)
+        for _ in range(100):
+            if len(pids_with(mdir, "gauge_livemax")) == 2:
+                break
+            await asyncio.sleep(0.1)
+        research = await outcomes(KEY_ALL, 40)
+        assert len(pids_with(mdir, "counter")) == 2  # both workers answered
+        # 20 per minute for the team, whichever worker answers (a per-process limit would pass ~40).
+        assert research.count("ok") == 20 and research.count("rate_limit_exceeded") == 20
+
+        ops = await outcomes(KEY_CHAT, 12)
+        assert ops.count("ok") == 7 and ops.count("budget_exceeded") == 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 20)
