@@ -6,7 +6,9 @@ vs through Switchyard, measured in one run with wrk.
 The upstream is nginx answering a canned chat completion (so the upstream costs next to nothing
 and the difference is the gateway), or, without nginx, the simulated engine with zero delays. The
 gateway runs as `switchyard serve` in its own process, logging every request (to /dev/null), as
-deployed. Reports requests/s at N connections and p50/p99 latency at 1 connection, both ways.
+deployed. Beside them, a bare aiohttp pass-through (loadtest/bare_proxy.py: no auth, routing,
+logs or metrics) shows the floor any aiohttp gateway pays on the same machine in the same run.
+Reports requests/s at N connections and p50/p99 latency at 1 connection, all three ways.
 """
 
 from __future__ import annotations
@@ -143,34 +145,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         script = write_wrk_script(tmp)
-        up_port, gw_port = free_port(), free_port()
+        up_port, gw_port, bare_port = free_port(), free_port(), free_port()
         upstream, upstream_kind = start_upstream(tmp, up_port)
         gateway = start_gateway(tmp, gw_port, up_port)
+        bare = subprocess.Popen([sys.executable, "-m", "loadtest.bare_proxy", "--port", str(bare_port),
+                                 "--upstream", f"http://127.0.0.1:{up_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        urls = {name: f"http://127.0.0.1:{port}/v1/chat/completions"
+                for name, port in (("direct", up_port), ("bare", bare_port), ("gateway", gw_port))}
         try:
-            wait_port(up_port)
-            wait_port(gw_port)
-            direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-            gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-            wrk(gw_url, 10, 2, script)  # warm-up: connection pools, caches
-            results = {
-                "upstream": upstream_kind,
-                "direct_c1": wrk(direct_url, 1, args.duration, script),
-                "gateway_c1": wrk(gw_url, 1, args.duration, script),
-                f"direct_c{args.connections}": wrk(direct_url, args.connections, args.duration, script),
-                f"gateway_c{args.connections}": wrk(gw_url, args.connections, args.duration, script),
-            }
+            for port in (up_port, gw_port, bare_port):
+                wait_port(port)
+            for name in ("bare", "gateway"):
+                wrk(urls[name], 10, 2, script)  # warm-up: connection pools, caches
+            results: dict[str, object] = {"upstream": upstream_kind}
+            for conns in (1, args.connections):
+                for name, url in urls.items():
+                    results[f"{name}_c{conns}"] = wrk(url, conns, args.duration, script)
         finally:
-            for proc in (gateway, upstream):
+            for proc in (gateway, bare, upstream):
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=10)
     c = args.connections
-    added = results["gateway_c1"]["p50_ms"] - results["direct_c1"]["p50_ms"]
-    print(f"upstream: {results['upstream']}   machine: {os.cpu_count()} cores")
-    print(f"{'':22}{'direct':>12}{'switchyard':>14}")
-    print(f"{'p50 @1 conn (ms)':22}{results['direct_c1']['p50_ms']:12.3f}{results['gateway_c1']['p50_ms']:14.3f}   added {added:.3f} ms")
-    print(f"{'p99 @1 conn (ms)':22}{results['direct_c1']['p99_ms']:12.3f}{results['gateway_c1']['p99_ms']:14.3f}")
-    print(f"{f'req/s @{c} conn':22}{results[f'direct_c{c}']['rps']:12.0f}{results[f'gateway_c{c}']['rps']:14.0f}")
-    bad = sum(r["non_2xx"] for k, r in results.items() if isinstance(r, dict))
+    r = results
+    added = r["gateway_c1"]["p50_ms"] - r["direct_c1"]["p50_ms"]
+    bare_added = r["bare_c1"]["p50_ms"] - r["direct_c1"]["p50_ms"]
+    print(f"upstream: {r['upstream']}   machine: {os.cpu_count()} cores")
+    print(f"{'':22}{'direct':>12}{'bare aiohttp':>14}{'switchyard':>14}")
+    print(f"{'p50 @1 conn (ms)':22}" + "".join(f"{r[f'{n}_c1']['p50_ms']:{w}.3f}" for n, w in (("direct", 12), ("bare", 14), ("gateway", 14)))
+          + f"   added: bare {bare_added:.3f} ms, switchyard {added:.3f} ms")
+    print(f"{'p99 @1 conn (ms)':22}" + "".join(f"{r[f'{n}_c1']['p99_ms']:{w}.3f}" for n, w in (("direct", 12), ("bare", 14), ("gateway", 14))))
+    print(f"{f'req/s @{c} conn':22}" + "".join(f"{r[f'{n}_c{c}']['rps']:{w}.0f}" for n, w in (("direct", 12), ("bare", 14), ("gateway", 14)))
+          + f"   switchyard/bare {r[f'gateway_c{c}']['rps'] / r[f'bare_c{c}']['rps']:.2f}")
+    bad = sum(v["non_2xx"] for v in results.values() if isinstance(v, dict))
     print(f"non-2xx responses: {bad}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
