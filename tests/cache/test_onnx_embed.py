@@ -66,3 +66,15 @@ def test_export_goes_to_the_configured_cache_dir(tmp_path, monkeypatch) -> None:
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
     v = e.embed(["How do I reverse a list in Python?"])[0]
     assert v.shape == (384,) and abs(float(np.linalg.norm(v)) - 1) < 1e-4
+
+
+@needs_both
+def test_auto_falls_back_to_torch_when_the_export_cannot_be_written(tmp_path, monkeypatch) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("SWITCHYARD_CACHE_DIR", str(blocker / "switchyard"))
+    e = LocalEmbedder()
+    e.load()
+    assert e.backend == "torch" and e.onnx_error
+    v = e.embed(["How do I reverse a list in Python?"])[0]
+    assert v.shape == (384,) and abs(float(np.linalg.norm(v)) - 1) < 1e-4
