@@ -8,7 +8,7 @@
 3. an agent-swarm scenario with repetition (agents asking about the same things, often in other
    words): hit rate by kind and upstream tokens saved.
 
-    python -m loadtest.cache_bench [--requests 300] [--sizes 1000,10000,100000] [--json out.json]
+    python -m loadtest.cache_bench [--requests 300] [--sizes 1000,10000,100000] [--backends onnx,torch] [--json out.json]
 """
 
 from __future__ import annotations
@@ -144,11 +144,15 @@ def wrk_latency(tmp: Path, engine_port: int, plain_port: int, cached_port: int, 
     }
 
 
-async def lookup_cost(sizes: list[int], n: int) -> dict[str, Any]:
+async def lookup_cost(sizes: list[int], n: int, backends: list[str] | None = None) -> dict[str, Any]:
+    """Per size, per embedder backend (`onnx`, `torch`; interleaved text by text, so noise hits
+    every backend alike): embedding, search and the whole lookup."""
     from gateway.cache.semantic import LocalEmbedder, SemanticCache
 
-    cache = SemanticCache(max(sizes) + 10, 32, LocalEmbedder())
-    await cache.warm()
+    backends = backends or ["auto"]
+    caches = {b: SemanticCache(max(sizes) + 10, 32, LocalEmbedder(b)) for b in backends}
+    for c in caches.values():
+        await c.warm()
     rng = np.random.default_rng(1)
     out: dict[str, Any] = {}
     have = 0
@@ -157,32 +161,39 @@ async def lookup_cost(sizes: list[int], n: int) -> dict[str, Any]:
         for size in sizes:
             vecs = rng.standard_normal((size - have, 384)).astype(np.float32)
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-            await cache._run(_fill, cache, vecs, have)
+            for c in caches.values():
+                await c._run(_fill, c, vecs, have)
             have = size
-            emb, search, index_only, total = [], [], [], []
+            runs = {b: {"emb": [], "search": [], "index_only": [], "total": []} for b in backends}
             for t in texts:
+                for b, cache in caches.items():
+                    r = runs[b]
+                    t0 = time.perf_counter()
+                    v = await cache.embed(t)
+                    t1 = time.perf_counter()
+                    await cache.lookup("bench", v, t, 0.9)
+                    t2 = time.perf_counter()
+                    await cache.query(t, "bench", 0.9)  # what a request pays: embed + search, one worker trip
+                    t3 = time.perf_counter()
+                    r["index_only"].append(await cache._run(_time_search, cache, v))
+                    r["emb"].append(t1 - t0)
+                    r["search"].append(t2 - t1)
+                    r["total"].append(t3 - t2)
+            for b, cache in caches.items():
+                # 16 lookups at once: batched embedding
                 t0 = time.perf_counter()
-                v = await cache.embed(t)
-                t1 = time.perf_counter()
-                await cache.lookup("bench", v, t, 0.9)
-                t2 = time.perf_counter()
-                await cache.query(t, "bench", 0.9)  # what a request pays: embed + search, one worker trip
-                t3 = time.perf_counter()
-                index_only.append(await cache._run(_time_search, cache, v))
-                emb.append(t1 - t0)
-                search.append(t2 - t1)
-                total.append(t3 - t2)
-            # 16 lookups at once: batched embedding
-            t0 = time.perf_counter()
-            await asyncio.gather(*(cache.embed(t) for t in texts[:16]))
-            batch16 = (time.perf_counter() - t0) / 16
-            out[str(size)] = {"embed_p50_ms": pct(emb, 0.5), "search_p50_ms": pct(search, 0.5),
-                              "index_search_p50_ms": pct(index_only, 0.5),
-                              "lookup_p50_ms": pct(total, 0.5), "lookup_p90_ms": pct(total, 0.9),
-                              "embed_per_text_batched16_ms": round(batch16 * 1000, 3)}
-            print(f"  {size:>7} entries: {out[str(size)]}", flush=True)
+                await asyncio.gather(*(cache.embed(t) for t in texts[:16]))
+                batch16 = (time.perf_counter() - t0) / 16
+                r = runs[b]
+                name = f"{size}/{cache.embedder.backend}" if len(backends) > 1 else str(size)
+                out[name] = {"embed_p50_ms": pct(r["emb"], 0.5), "search_p50_ms": pct(r["search"], 0.5),
+                             "index_search_p50_ms": pct(r["index_only"], 0.5),
+                             "lookup_p50_ms": pct(r["total"], 0.5), "lookup_p90_ms": pct(r["total"], 0.9),
+                             "embed_per_text_batched16_ms": round(batch16 * 1000, 3)}
+                print(f"  {name:>14} entries: {out[name]}", flush=True)
     finally:
-        cache.close()
+        for c in caches.values():
+            c.close()
     return out
 
 
@@ -254,9 +265,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cached, cached_port = start_gateway(tmp, engine_port, semantic=True, cache=True)
         procs += [plain, cached]
         await wait_semantic(cached_port)
+        backends = args.backends.split(",") if args.backends else None
         result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
         if args.lookup_only:
-            result["lookup"] = await lookup_cost([int(x) for x in args.sizes.split(",")], args.n)
+            result["lookup"] = await lookup_cost([int(x) for x in args.sizes.split(",")], args.n, backends)
             return result
         print("latency through the gateway ...", flush=True)
         result["latency"] = await latency(plain_port, cached_port, args.n)
@@ -271,7 +283,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["scenario"] = await scenario(scen_port, engine_port, args.requests, args.agents)
         print(json.dumps(result["scenario"]), flush=True)
         print("semantic lookup cost ...", flush=True)
-        result["lookup"] = await lookup_cost([int(x) for x in args.sizes.split(",")], args.n)
+        result["lookup"] = await lookup_cost([int(x) for x in args.sizes.split(",")], args.n, backends)
         return result
     finally:
         for p in procs:
@@ -291,6 +303,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--wrk-seconds", type=int, default=5)
     ap.add_argument("--lookup-only", action="store_true", help="only the semantic lookup cost (in process)")
+    ap.add_argument("--backends", help="embedders compared in the lookup cost, interleaved, e.g. onnx,torch "
+                    "(default: the gateway's choice, onnx when onnxruntime is installed)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     result = asyncio.run(run(args))
