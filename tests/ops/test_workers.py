@@ -5,6 +5,7 @@ the workers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -12,11 +13,13 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import AsyncIterator
 
 import aiohttp
 import openai
 import orjson
 import pytest
+import redis.asyncio as redis
 from openai import AsyncOpenAI
 
 from gateway.keys import hash_key
@@ -36,21 +39,19 @@ async def chat(base: str, key: str) -> None:
         await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
 
 
-@pytest.mark.timeout(90)
-async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engines, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def two_workers(raw: dict, tmp_path: Path) -> AsyncIterator[tuple[str, Path, subprocess.Popen]]:
+    """`switchyard serve --workers 2` on a free port, sharing a fresh Redis prefix; yields (base URL,
+    the multiprocess metrics folder, the supervisor) once both workers are up; stops it after."""
     port = free_port()
-    prefix = f"sy-workers-{uuid.uuid4().hex[:8]}:"
-    raw = gateway_config(engines, admin_key_sha256=hash_key(ADMIN))
     raw["server"]["port"] = port
-    raw["redis"] = {"url": os.environ["REDIS_URL"], "key_prefix": prefix}
-    raw["keystore"] = {"refresh_s": 0.2}
+    raw["redis"] = {"url": os.environ["REDIS_URL"], "key_prefix": f"sy-workers-{uuid.uuid4().hex[:8]}:"}
     (tmp_path / "gw.yaml").write_text(orjson.dumps(raw).decode())
     mdir = tmp_path / "metrics"
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "gw.yaml"), "--workers", "2"],
         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mdir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
         await asyncio.to_thread(wait_port, port, 30)
         for _ in range(100):  # both workers up: each has probed its backends
@@ -58,7 +59,20 @@ async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engine
                 break
             await asyncio.sleep(0.1)
         assert len(pids_with(mdir, "gauge_livemax")) == 2
+        yield f"http://127.0.0.1:{port}", mdir, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 20)
+        r = redis.from_url(os.environ["REDIS_URL"])
+        await r.delete(raw["redis"]["key_prefix"] + "apikeys", raw["redis"]["key_prefix"] + "apikey_names")
+        await r.aclose()
 
+
+@pytest.mark.timeout(90)
+async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engines, tmp_path: Path) -> None:
+    raw = gateway_config(engines, admin_key_sha256=hash_key(ADMIN))
+    raw["keystore"] = {"refresh_s": 0.2}
+    async with two_workers(raw, tmp_path) as (base, mdir, proc):
         async with aiohttp.ClientSession() as s:
             async with s.post(base + "/admin/keys", json={"team": "ops"}, headers={"Authorization": f"Bearer {ADMIN}"}) as r:
                 assert r.status == 201
@@ -97,36 +111,18 @@ async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engine
                 break
             await asyncio.sleep(0.2)
         assert all(seen)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 15)
-        import redis.asyncio as redis
-        r = redis.from_url(os.environ["REDIS_URL"])
-        await r.delete(prefix + "apikeys", prefix + "apikey_names")
-        await r.aclose()
     assert proc.returncode == 0
 
 
 @pytest.mark.timeout(90)
 async def test_two_workers_enforce_one_rate_limit_and_one_budget_through_redis(engines, tmp_path: Path) -> None:
-    port = free_port()
-    prefix = f"sy-workers-{uuid.uuid4().hex[:8]}:"
     raw = gateway_config(engines)
-    raw["server"]["port"] = port
-    raw["redis"] = {"url": os.environ["REDIS_URL"], "key_prefix": prefix}
     raw["limits"] = {"rules": [{"scope": "team", "name": "research", "requests_per_minute": 20}]}
     raw["prices"] = {"chat": {"input_per_mtok": 0, "output_per_mtok": 1000}}  # $0.001 per output token
     # max_tokens 4 reserves $0.004 a request: a hard budget of $0.03 lets exactly 7 of the ops key's through.
     raw["budgets"] = {"rules": [{"scope": "team", "name": "ops", "period": "none", "hard_usd": 0.03}]}
-    (tmp_path / "gw.yaml").write_text(orjson.dumps(raw).decode())
-    mdir = tmp_path / "metrics"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "gw.yaml"), "--workers", "2"],
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mdir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
 
-    async def outcomes(key: str, n: int) -> list[str]:
+    async def outcomes(base: str, key: str, n: int) -> list[str]:
         out = []
         for _ in range(n):  # one new connection each, so the kernel spreads them over both workers
             try:
@@ -136,19 +132,11 @@ async def test_two_workers_enforce_one_rate_limit_and_one_budget_through_redis(e
                 out.append(str(e.code))
         return out
 
-    try:
-        await asyncio.to_thread(wait_port, port, 30)
-        for _ in range(100):
-            if len(pids_with(mdir, "gauge_livemax")) == 2:
-                break
-            await asyncio.sleep(0.1)
-        research = await outcomes(KEY_ALL, 40)
+    async with two_workers(raw, tmp_path) as (base, mdir, _):
+        research = await outcomes(base, KEY_ALL, 40)
         assert len(pids_with(mdir, "counter")) == 2  # both workers answered
         # 20 per minute for the team, whichever worker answers (a per-process limit would pass ~40).
         assert research.count("ok") == 20 and research.count("rate_limit_exceeded") == 20
 
-        ops = await outcomes(KEY_CHAT, 12)
+        ops = await outcomes(base, KEY_CHAT, 12)
         assert ops.count("ok") == 7 and ops.count("budget_exceeded") == 5
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 20)
