@@ -24,6 +24,10 @@ class Deployment:
     # Per-deployment quota (backends[].limits, gateway/limits/deployment_quota.py): time.monotonic
     # when its bucket is expected to hold enough again after a refusal.
     quota_until: float = 0.0
+    # Hedges this deployment lost with no first byte since its last success (gateway/dispatch.py):
+    # from the second in a row they count as breaker failures, so a hung engine that hedging hides
+    # from clients still trips its breaker (one lost race alone is only slowness).
+    hedge_losses: int = 0
 
     def __post_init__(self) -> None:
         self.name = f"{self.backend.name}/{self.upstream_model}"
@@ -50,6 +54,12 @@ class Deployment:
         signal = self.backend.load_signal
         in_flight = self.backend.active
         return signal.current(in_flight) if signal is not None else Load(0.0, float(in_flight))
+
+    def hedge_lost(self) -> str:
+        """The breaker outcome of a hedge lost before any first byte: neutral for the first since the
+        deployment's last success, a failure for the next ones."""
+        self.hedge_losses += 1
+        return "neutral" if self.hedge_losses < 2 else "failure"
 
     def acquire(self) -> None:
         self.active += 1

@@ -156,6 +156,8 @@ class _Attempt:
         self.route.policy.on_finish(d, self.ctx)
         if d.breaker is not None:
             getattr(d.breaker, outcome)(self.ticket)
+        if outcome == "success":
+            d.hedge_losses = 0
         if self.charge is not None and self.gw.quotas is not None:
             u = self.ctx.usage
             used = (u.prompt_tokens + u.completion_tokens) if self.answered and u.known else None
@@ -260,17 +262,23 @@ def _cool_down_wait(routes: list[ModelRoute]) -> float | None:
     return min(waits) if waits else None
 
 
+class _Race:
+    """Shared by the two copies of a hedged request: set once one of them has won."""
+
+    decided = False
+
+
 async def _run(ctx: RequestContext, gw: Gateway, route: ModelRoute, deployment: Deployment, ttfb_s: float | None,
-               charge: QuotaCharge | None = None) -> _Attempt:
+               charge: QuotaCharge | None = None, race: _Race | None = None) -> _Attempt:
     attempt = _Attempt(ctx, gw, route, deployment, charge)
     try:
         return await attempt.run(ttfb_s)
     except _AttemptFailed as failed:
         attempt.end(_outcome_of(failed.kind))
         raise
-    except BaseException:  # cancelled (client gone, hedge lost)
+    except BaseException:  # cancelled: the client went away, or the other copy of a hedge won
         attempt._drop()
-        attempt.end("neutral")
+        attempt.end(deployment.hedge_lost() if race is not None and race.decided else "neutral")
         raise
 
 
@@ -280,7 +288,8 @@ async def _hedged(ctx: RequestContext, gw: Gateway, route: ModelRoute, deploymen
     """Run the first attempt; if it has no first byte after hedge_after_s, race a second copy on
     another deployment. The first to reach its first byte wins; the other is cancelled (its
     upstream connection closed, so the engine frees the slot)."""
-    first = asyncio.ensure_future(_run(ctx, gw, route, deployment, settings.ttfb_s, charge))
+    race = _Race()
+    first = asyncio.ensure_future(_run(ctx, gw, route, deployment, settings.ttfb_s, charge, race))
     pending = {first}
     try:
         done, _ = await asyncio.wait(pending, timeout=settings.hedge_after_s)
@@ -299,13 +308,14 @@ async def _hedged(ctx: RequestContext, gw: Gateway, route: ModelRoute, deploymen
                 return await first
         tried.add(second_d.name)
         ctx.attempts += 1
-        second = asyncio.ensure_future(_run(ctx, gw, route2, second_d, settings.ttfb_s, charge2))
+        second = asyncio.ensure_future(_run(ctx, gw, route2, second_d, settings.ttfb_s, charge2, race))
         pending.add(second)
         error: BaseException | None = None
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task.exception() is None:
+                    race.decided = True  # the copy still pending lost: its cancellation is a hedge loss
                     winner = "primary" if task is first else "hedge"
                     gw.metrics.count(gw.metrics.hedges, route.alias, winner)
                     for other in done - {task}:  # finished in the same instant: it lost

@@ -167,3 +167,26 @@ async def test_hedging_sends_a_second_copy_when_the_first_is_slow(engine_factory
     assert slow.stats.completed == 0
     d = {x.name: x for x in gw.gateway.router.get("chat").deployments}
     assert d["e0/upstream-llama"].active == 0 and d["e1/upstream-llama"].active == 0
+
+
+async def test_a_hung_engine_behind_hedging_still_opens_its_breaker(engine_factory, gateway_factory) -> None:
+    hung, healthy = await engine_factory(), await engine_factory()
+    raw = config([hung, healthy])
+    raw["models"][0]["hedge_after_s"] = 0.1
+    gw = await gateway_factory(raw)
+    hung.set_fault(Fault(kind="hang"))
+    client = sdk(gw)
+    for i in range(30):  # hedging hides the hang from clients ...
+        t0 = time.monotonic()
+        assert await ask(client, stream=i % 2 == 0)
+        assert time.monotonic() - t0 < 2
+        if (await breakers(gw))["e0"]["state"] == "open":
+            break
+    # ... and the lost races (no first byte, twice in a row without a success) trip its breaker, so
+    # requests stop paying the hedge delay on it.
+    assert (await breakers(gw))["e0"]["state"] == "open", f"still {(await breakers(gw))['e0']['state']} after {i + 1} requests"
+    before, hedges = hung.stats.requests_total, await metric(gw, "switchyard_hedges_total", model="chat")
+    for _ in range(5):
+        assert await ask(client)
+    assert hung.stats.requests_total == before  # the open breaker keeps requests off e0 ...
+    assert await metric(gw, "switchyard_hedges_total", model="chat") == hedges  # ... so none waits for a hedge
