@@ -11,7 +11,8 @@ own TracerProvider (no global), shut down when the gateway stops (also after a r
 Attributes: switchyard.request_id, switchyard.model, switchyard.deployment, switchyard.team,
 switchyard.key, switchyard.endpoint, switchyard.stream, http.response.status_code,
 gen_ai.usage.input_tokens / output_tokens, switchyard.attempts; an event `first_token` at the time
-the first byte went to the client. The status is ERROR for 5xx.
+the first byte went to the client. The status is ERROR for 5xx. A W3C `traceparent` header from
+the client makes the span a child of the agent's own span (same trace id).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class TracingPhase:
         )
         self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
         self.tracer = self.provider.get_tracer("switchyard")
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+        self.propagator = TraceContextTextMapPropagator()
 
     async def on_request(self, ctx: RequestContext) -> None:
         return None
@@ -75,7 +78,8 @@ class TracingPhase:
         if ctx.usage.known:
             attrs.update({"gen_ai.usage.input_tokens": ctx.usage.prompt_tokens,
                           "gen_ai.usage.output_tokens": ctx.usage.completion_tokens})
-        span = self.tracer.start_span(f"{ctx.endpoint} {ctx.model}", kind=SpanKind.SERVER,
+        parent = self.propagator.extract(ctx.request_headers) if ctx.request_headers is not None else None
+        span = self.tracer.start_span(f"{ctx.endpoint} {ctx.model}", context=parent, kind=SpanKind.SERVER,
                                       start_time=wall(ctx.started), attributes=attrs)
         if ctx.first_byte_at is not None:
             span.add_event("first_token", timestamp=wall(ctx.first_byte_at))

@@ -47,14 +47,20 @@ async def test_a_span_per_request_reaches_an_otlp_collector(engines, gateway_fac
             model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5, stream=True)
         async for _ in stream:
             pass
+        trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        await sdk(gw).chat.completions.create(  # an agent that traces itself: the span joins its trace
+            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5,
+            extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
         for _ in range(100):  # the batch processor exports every second
-            if spans:
+            if len(spans) == 2:
                 break
             await asyncio.sleep(0.1)
     finally:
         await runner.cleanup()
-    assert len(spans) == 1
-    resource, span = spans[0]
+    assert len(spans) == 2
+    (resource, span), (_, joined) = spans
+    assert joined.trace_id.hex() == trace_id and joined.parent_span_id.hex() == parent_id
+    assert span.trace_id.hex() != trace_id and not span.parent_span_id  # no traceparent: a new trace
     assert any(kv.key == "service.name" and kv.value.string_value == "sy-test" for kv in resource.attributes)
     attrs = attributes(span)
     assert attrs["switchyard.model"] == "chat" and attrs["switchyard.team"] == "research"
