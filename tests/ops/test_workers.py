@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import AsyncIterator
@@ -133,10 +134,13 @@ async def test_two_workers_enforce_one_rate_limit_and_one_budget_through_redis(e
         return out
 
     async with two_workers(raw, tmp_path) as (base, mdir, _):
+        t0 = time.monotonic()
         research = await outcomes(base, KEY_ALL, 40)
+        refilled = int((time.monotonic() - t0) / 3)  # 20 per minute: the bucket gains one every 3 s
         assert len(pids_with(mdir, "counter")) == 2  # both workers answered
         # 20 per minute for the team, whichever worker answers (a per-process limit would pass ~40).
-        assert research.count("ok") == 20 and research.count("rate_limit_exceeded") == 20
+        assert 20 <= research.count("ok") <= 20 + refilled, (research.count("ok"), refilled)
+        assert research.count("ok") + research.count("rate_limit_exceeded") == 40
 
         ops = await outcomes(base, KEY_CHAT, 12)
         assert ops.count("ok") == 7 and ops.count("budget_exceeded") == 5
