@@ -19,7 +19,7 @@ async def test_hits_cost_nothing_count_toward_rpm_and_report_the_saving(engine_f
     engine = await engine_factory(output_tokens=16)
     raw = limits_config(
         [engine], prices=PRICES,
-        limits={"rules": [{"scope": "key", "name": "research-agents", "requests_per_minute": 6}]}  # refills one per 10 s,
+        limits={"rules": [{"scope": "key", "name": "research-agents", "requests_per_minute": 6}]},  # refills one per 10 s
         budgets={"sqlite_path": str(tmp_path / "spend.db"),
                  "rules": [{"scope": "team", "name": "research", "period": "monthly", "hard_usd": 10}]},
     )
