@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Callable
 
 import pytest
+from aiohttp import web
 from openai import AsyncOpenAI
 
 from gateway.config import Config, parse_config
@@ -87,3 +88,23 @@ def sdk(gw: RunningGateway, key: str = KEY_ALL, **kwargs: Any) -> AsyncOpenAI:
 @pytest.fixture
 def client(gateway: RunningGateway) -> AsyncOpenAI:
     return sdk(gateway)
+
+
+@pytest.fixture
+async def loopback_receiver() -> AsyncIterator[Callable[..., Any]]:
+    """Start a small HTTP server on loopback that hands POSTs to `handler` (a webhook target, an
+    OTLP collector ...): `base = await loopback_receiver("/path", handler)`; stopped after the test."""
+    runners: list[web.AppRunner] = []
+
+    async def start(path: str, handler: Callable[[web.Request], Any]) -> str:
+        app = web.Application()
+        app.router.add_post(path, handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

@@ -111,24 +111,18 @@ async def test_restart_keeps_the_spend(engines: Any, gateway_factory: Any, tmp_p
         await sdk(second, KEY_CHAT).chat.completions.create(model="chat", messages=MSG, max_tokens=30)
 
 
-async def test_soft_limit_posts_the_webhook_once(engines: Any, gateway_factory: Any, tmp_path: Any) -> None:
+async def test_soft_limit_posts_the_webhook_once(engines: Any, gateway_factory: Any, loopback_receiver: Any, tmp_path: Any) -> None:
     received: list[dict[str, Any]] = []
 
     async def hook(request: web.Request) -> web.Response:
         received.append(await request.json())
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    base = await loopback_receiver("/hook", hook)
     gw = await gateway_factory(limits_config(engines, prices=PRICES, budgets={
         "sqlite_path": str(tmp_path / "spend.db"),
         "rules": [{"scope": "team", "name": "ops", "soft_usd": 0.02, "hard_usd": 1,
-                   "webhook_url": f"http://127.0.0.1:{port}/hook"}]}))
+                   "webhook_url": f"{base}/hook"}]}))
     client = sdk(gw, KEY_CHAT)
     for _ in range(3):  # 0.016, 0.032 (crosses 0.02), 0.048
         await client.chat.completions.create(model="chat", messages=MSG, max_tokens=20)
@@ -138,7 +132,6 @@ async def test_soft_limit_posts_the_webhook_once(engines: Any, gateway_factory: 
     assert received[0]["event"] == "budget_soft_limit" and received[0]["name"] == "ops"
     assert received[0]["spent_usd"] == pytest.approx(0.032)
     assert 'switchyard_budget_soft_alerts_total{team="ops"} 1.0' in gw.gateway.metrics.render().decode()
-    await runner.cleanup()
 
 
 @pytest.mark.parametrize("cut", [True, False])

@@ -21,7 +21,7 @@ def attributes(span) -> dict:
     return out
 
 
-async def test_a_span_per_request_reaches_an_otlp_collector(engines, gateway_factory) -> None:
+async def test_a_span_per_request_reaches_an_otlp_collector(engines, gateway_factory, loopback_receiver) -> None:
     spans: list = []
 
     async def collect(request: web.Request) -> web.Response:
@@ -32,31 +32,22 @@ async def test_a_span_per_request_reaches_an_otlp_collector(engines, gateway_fac
         return web.Response(body=trace_pb2.ExportTraceServiceResponse().SerializeToString(),
                             content_type="application/x-protobuf")
 
-    app = web.Application()
-    app.router.add_post("/v1/traces", collect)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        raw = gateway_config(engines)
-        raw["tracing"] = {"enabled": True, "endpoint": f"http://127.0.0.1:{port}/v1/traces", "service_name": "sy-test"}
-        gw = await gateway_factory(raw)
-        stream = await sdk(gw).chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5, stream=True)
-        async for _ in stream:
-            pass
-        trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-        await sdk(gw).chat.completions.create(  # an agent that traces itself: the span joins its trace
-            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5,
-            extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
-        for _ in range(100):  # the batch processor exports every second
-            if len(spans) == 2:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await runner.cleanup()
+    base = await loopback_receiver("/v1/traces", collect)
+    raw = gateway_config(engines)
+    raw["tracing"] = {"enabled": True, "endpoint": f"{base}/v1/traces", "service_name": "sy-test"}
+    gw = await gateway_factory(raw)
+    stream = await sdk(gw).chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5, stream=True)
+    async for _ in stream:
+        pass
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    await sdk(gw).chat.completions.create(  # an agent that traces itself: the span joins its trace
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5,
+        extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
+    for _ in range(100):  # the batch processor exports every second
+        if len(spans) == 2:
+            break
+        await asyncio.sleep(0.1)
     assert len(spans) == 2
     (resource, span), (_, joined) = spans
     assert joined.trace_id.hex() == trace_id and joined.parent_span_id.hex() == parent_id
