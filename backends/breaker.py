@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from gateway.resilience_config import BreakerConfig
@@ -35,12 +36,26 @@ class BreakerListener(Protocol):
 
 class CircuitBreaker:
     __slots__ = (
-        "name", "cfg", "clock", "listener", "state", "generation", "opened_until", "trips",
-        "consecutive", "probes_in_flight", "probe_successes", "_buckets", "_bucket_s",
+        "name",
+        "cfg",
+        "clock",
+        "listener",
+        "state",
+        "generation",
+        "opened_until",
+        "trips",
+        "consecutive",
+        "probes_in_flight",
+        "probe_successes",
+        "_buckets",
+        "_bucket_s",
     )
 
     def __init__(
-        self, name: str, cfg: "BreakerConfig", clock: Callable[[], float] = time.monotonic,
+        self,
+        name: str,
+        cfg: "BreakerConfig",
+        clock: Callable[[], float] = time.monotonic,
         listener: BreakerListener | None = None,
     ) -> None:
         self.name = name
@@ -177,7 +192,12 @@ class CircuitBreaker:
     def snapshot(self) -> dict[str, object]:
         calls, fails = self.failure_rate()
         return {
-            "state": self.state, "retry_in_s": round(self.retry_in(), 3), "trips": self.trips,
-            "consecutive_failures": self.consecutive, "window_calls": calls, "window_failures": fails,
-            "half_open_probes_in_flight": self.probes_in_flight, "half_open_successes": self.probe_successes,
+            "state": self.state,
+            "retry_in_s": round(self.retry_in(), 3),
+            "trips": self.trips,
+            "consecutive_failures": self.consecutive,
+            "window_calls": calls,
+            "window_failures": fails,
+            "half_open_probes_in_flight": self.probes_in_flight,
+            "half_open_successes": self.probe_successes,
         }

@@ -1,9 +1,13 @@
-"""A deployment: one upstream model on one backend, with the load the gateway itself put on it."""
+"""A deployment: one upstream model on one backend, with the load the gateway itself put on it.
+
+There is one object per (backend, upstream model), built by backends/registry.py and shared by every
+alias routing to it; per-alias settings (weights) live on the route, not here."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from backends.base import Backend
 from backends.breaker import CircuitBreaker
@@ -14,7 +18,6 @@ from backends.load_signals import Load
 class Deployment:
     backend: Backend
     upstream_model: str
-    weight: float = 1.0
     active: int = 0  # in-flight on this deployment; drops when the response body ends
     name: str = field(init=False)  # "backend/upstream-model": the label in metrics and logs
     # Resilience: the breaker guarding this deployment (None = none), and the end of a 429
@@ -28,13 +31,30 @@ class Deployment:
     # from the second in a row they count as breaker failures, so a hung engine that hedging hides
     # from clients still trips its breaker (one lost race alone is only slowness).
     hedge_losses: int = 0
+    # Attempts of a preemptible class running here (Batch API lines): their task -> when they
+    # started; the admission queue cancels the youngest for a higher class's waiting request.
+    preemptible: dict[Any, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.name = f"{self.backend.name}/{self.upstream_model}"
 
     def has_capacity(self) -> bool:
-        limit = self.backend.max_concurrency
-        return limit is None or self.backend.active < limit
+        """Not saturated: below max_concurrency and, when the engine's load is read and saturation
+        thresholds are set ([admission].saturation), its waiting queue and KV-cache use below them.
+        An engine whose reading is stale takes one request at a time (stale counts as busy)."""
+        b = self.backend
+        limit = b.max_concurrency
+        if limit is not None and b.active >= limit:
+            return False
+        sat, signal = b.saturation, b.load_signal
+        if sat is None or signal is None:
+            return True
+        load = signal.current(b.active)
+        if load.stale:
+            return b.active == 0 or not sat.stale_busy
+        if load.kv_usage is not None and load.kv_usage >= sat.max_kv_usage:
+            return False
+        return load.waiting < sat.max_waiting
 
     def allows(self) -> bool:
         """Not in a 429 cool-down nor out of quota, and the breaker admits a request (open -> half-open when due)."""

@@ -7,14 +7,16 @@ when a later probe succeeds.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from backends.base import Backend
 
 
 class HealthProber:
     def __init__(
-        self, backends: Sequence[Backend], interval_s: float,
+        self,
+        backends: Sequence[Backend],
+        interval_s: float,
         on_change: Callable[[Backend, bool], None] | None = None,
     ) -> None:
         self._backends = list(backends)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import orjson
 
-from backends.base import Backend, Upstream, UpstreamConnectError, UpstreamTimeout
+from backends.base import Backend, Upstream, UpstreamConnectError, UpstreamTimeout, UpstreamTooLarge
 
 OFFLINE_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 JSON = {"Content-Type": "application/json"}
@@ -80,8 +81,16 @@ def completion_json(resp: Any) -> bytes:
         if calls:
             message["tool_calls"] = calls
         choices.append({"index": ch.index, "message": message, "finish_reason": ch.finish_reason, "logprobs": None})
-    return orjson.dumps({"id": resp.id, "object": "chat.completion", "created": resp.created, "model": resp.model,
-                         "choices": choices, "usage": _usage(getattr(resp, "usage", None))})
+    return orjson.dumps(
+        {
+            "id": resp.id,
+            "object": "chat.completion",
+            "created": resp.created,
+            "model": resp.model,
+            "choices": choices,
+            "usage": _usage(getattr(resp, "usage", None)),
+        }
+    )
 
 
 class _Chunks:
@@ -94,7 +103,12 @@ class _Chunks:
 
     def event(self, chunk: Any) -> bytes:
         if self.head is None:
-            self.head = {"id": chunk.id, "object": "chat.completion.chunk", "created": chunk.created, "model": chunk.model}
+            self.head = {
+                "id": chunk.id,
+                "object": "chat.completion.chunk",
+                "created": chunk.created,
+                "model": chunk.model,
+            }
         usage = _usage(getattr(chunk, "usage", None))
         if usage is not None:
             self.usage = usage
@@ -123,8 +137,16 @@ class _Chunks:
 
 
 class LiteLLMUpstream(Upstream):
-    def __init__(self, status: int, body: bytes = b"", stream: Any = None, first: Any = None, want_usage: bool = False,
-                 idle_s: float = 600.0, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        stream: Any = None,
+        first: Any = None,
+        want_usage: bool = False,
+        idle_s: float = 600.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.status = status
         self.headers = dict(headers or (SSE if stream is not None else JSON))
         self._body, self._stream, self._first = body, stream, first
@@ -152,7 +174,9 @@ class LiteLLMUpstream(Upstream):
                 except StopAsyncIteration:
                     chunk = None
         except TimeoutError:
-            raise UpstreamTimeout(f"no data from upstream for {self._idle_s:g}s (idle timeout between chunks)", "idle") from None
+            raise UpstreamTimeout(
+                f"no data from upstream for {self._idle_s:g}s (idle timeout between chunks)", "idle"
+            ) from None
         except Exception as e:  # the provider broke the stream (litellm raises its own exception types)
             raise UpstreamConnectError(f"upstream broke the stream: {e.__class__.__name__}") from None
         yield conv.tail()
@@ -179,29 +203,58 @@ class LiteLLMBackend(Backend):
         key = self.config.api_key.get_secret_value() if self.config.api_key is not None else ""
         if key:
             message = message.replace(key, "***")
-        kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error"}.get(status, "api_error")
+        kind = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            403: "permission_error",
+            404: "not_found_error",
+            429: "rate_limit_error",
+        }.get(status, "api_error")
         headers = dict(JSON)
-        raw_headers = getattr(e, "litellm_response_headers", None) or getattr(getattr(e, "response", None), "headers", None)
+        raw_headers = getattr(e, "litellm_response_headers", None) or getattr(
+            getattr(e, "response", None), "headers", None
+        )
         if raw_headers is not None and raw_headers.get("retry-after"):
             headers["Retry-After"] = raw_headers.get("retry-after")
         body = orjson.dumps({"error": {"message": message[:2000], "type": kind, "param": None, "code": status}})
         return LiteLLMUpstream(status, body, headers=headers)
 
-    async def open(self, path: str, body: bytes, request_id: str, ttfb_s: float | None = None) -> Upstream:
+    async def open(
+        self,
+        path: str,
+        body: bytes,
+        request_id: str,
+        ttfb_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Upstream:
         assert self._litellm is not None, "backend not started"
         if path != "/chat/completions":
-            return LiteLLMUpstream(404, orjson.dumps({"error": {
-                "message": f"Backend `{self.name}` (litellm) serves chat completions only.",
-                "type": "invalid_request_error", "param": None, "code": 404}}))
+            return LiteLLMUpstream(
+                404,
+                orjson.dumps(
+                    {
+                        "error": {
+                            "message": f"Backend `{self.name}` (litellm) serves chat completions only.",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": 404,
+                        }
+                    }
+                ),
+            )
         litellm = self._litellm
         payload = orjson.loads(body)
         stream = bool(payload.pop("stream", False))
         options = payload.get("stream_options")
         want_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
         kwargs: dict[str, Any] = {
-            **payload, "stream": stream, "api_base": self.config.url, "drop_params": True,
-            "num_retries": 0, "max_retries": 0, "timeout": self.timeouts.total_s or self.timeouts.read_s,
+            **payload,
+            "stream": stream,
+            "api_base": self.config.url,
+            "drop_params": True,
+            "num_retries": 0,
+            "max_retries": 0,
+            "timeout": self.timeouts.total_s or self.timeouts.read_s,
             "_skip_mcp_handler": True,  # litellm 1.106 would import its MCP proxy code for any request with tools
         }
         if self.config.api_key is not None:
@@ -213,13 +266,22 @@ class LiteLLMBackend(Backend):
             async with asyncio.timeout(ttfb):
                 resp = await litellm.acompletion(**kwargs)
                 if not stream:
-                    return LiteLLMUpstream(200, completion_json(resp))
+                    answer = completion_json(resp)
+                    if len(answer) > self.max_body_bytes:  # litellm held it already; the gateway passes none on
+                        raise UpstreamTooLarge(
+                            f"the upstream answer is {len(answer)} bytes, over the {self.max_body_bytes} the gateway holds"
+                        )
+                    return LiteLLMUpstream(200, answer)
                 try:
                     first = await resp.__anext__()
                 except StopAsyncIteration:
                     first = None
         except TimeoutError:
-            raise UpstreamTimeout(f"backend {self.name!r}: no first byte within {ttfb:g}s (time-to-first-byte timeout)", "ttfb") from None
+            raise UpstreamTimeout(
+                f"backend {self.name!r}: no first byte within {ttfb:g}s (time-to-first-byte timeout)", "ttfb"
+            ) from None
+        except UpstreamTooLarge:
+            raise
         except litellm.Timeout:
             raise UpstreamTimeout(f"backend {self.name!r}: the provider timed out", "ttfb") from None
         except litellm.APIConnectionError as e:

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
+
+from backends.base import UpstreamTooLarge, read_bounded
 
 if TYPE_CHECKING:
     from backends.base import Backend
@@ -51,12 +54,16 @@ class Names(NamedTuple):
 
 
 FLAVOURS: dict[str, Names] = {
-    "vllm": Names(("vllm:num_requests_waiting",), ("vllm:num_requests_running",),
-                  ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")),
+    "vllm": Names(
+        ("vllm:num_requests_waiting",),
+        ("vllm:num_requests_running",),
+        ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    ),
     "sglang": Names(("sglang:num_queue_reqs",), ("sglang:num_running_reqs",), ("sglang:token_usage",)),
     "tgi": Names(("tgi_queue_size",), ("tgi_batch_current_size",), ()),
-    "llamacpp": Names(("llamacpp:requests_deferred",), ("llamacpp:requests_processing",),
-                      ("llamacpp:kv_cache_usage_ratio",)),
+    "llamacpp": Names(
+        ("llamacpp:requests_deferred",), ("llamacpp:requests_processing",), ("llamacpp:kv_cache_usage_ratio",)
+    ),
 }
 
 
@@ -68,7 +75,7 @@ def parse_samples(text: str, wanted: set[str]) -> dict[str, list[float]]:
             continue
         brace = line.find("{")
         if brace >= 0:
-            name, rest = line[:brace], line[line.rfind("}") + 1:]
+            name, rest = line[:brace], line[line.rfind("}") + 1 :]
         else:
             name, _, rest = line.partition(" ")
         if name not in wanted:
@@ -102,8 +109,14 @@ class LoadSignal:
     """One engine's latest reading. `current(in_flight)` never waits: a stale reading asks the
     scraper for a fresh one in the background and counts as busy meanwhile."""
 
-    def __init__(self, names: Names | None, url: str, stale_after_s: float,
-                 refresh: Callable[["LoadSignal"], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        names: Names | None,
+        url: str,
+        stale_after_s: float,
+        refresh: Callable[["LoadSignal"], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.names, self.url = names, url
         self.stale_after_s = stale_after_s
         self._refresh = refresh
@@ -144,8 +157,13 @@ class LoadScraper:
     """Scrapes every local engine on an interval (and on demand), updates its LoadSignal and calls
     `on_update(backend, load)` (the Prometheus gauges)."""
 
-    def __init__(self, backends: list["Backend"], config: "LoadSignalsConfig",
-                 on_update: Callable[["Backend", Load], None] | None = None, log: Any = None) -> None:
+    def __init__(
+        self,
+        backends: list["Backend"],
+        config: "LoadSignalsConfig",
+        on_update: Callable[["Backend", Load], None] | None = None,
+        log: Any = None,
+    ) -> None:
         self.cfg = config
         self._on_update = on_update
         self._log = log
@@ -156,7 +174,7 @@ class LoadScraper:
         self._loop_task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         for b in backends:
-            flavour = b.config.load_metrics
+            flavour: str = b.config.load_metrics
             if flavour == "auto":
                 flavour = b.kind if b.local and b.kind in FLAVOURS else "none"
             names = FLAVOURS.get(flavour) if config.enabled else None
@@ -202,9 +220,10 @@ class LoadScraper:
         signal.attempted_at = time.monotonic()
         try:
             async with self._session.get(signal.url) as resp:
-                text = await resp.text()
+                raw = await read_bounded(resp.content, resp.content_length, backend.max_body_bytes)
+                text = raw.decode("utf-8", "replace")
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError, UpstreamTooLarge):
             status, text = 0, ""
         if status == 0 or (status >= 400 and status != 404):  # no new reading: it goes stale, stale is busy
             if self._on_update is not None:
@@ -212,8 +231,9 @@ class LoadScraper:
             return
         load = None if status == 404 else load_from_text(text, signal.names)
         if load is None and self._log is not None:
-            self._log.warning("load_metrics_missing", backend=backend.name, url=signal.url,
-                              using="the gateway's in-flight count")
+            self._log.warning(
+                "load_metrics_missing", backend=backend.name, url=signal.url, using="the gateway's in-flight count"
+            )
         signal.update(load, backend.active)
         if self._on_update is not None:
             self._on_update(backend, signal.current(backend.active, refresh=False))
@@ -226,4 +246,8 @@ class LoadScraper:
         self._pending.add(signal)
         task = asyncio.get_running_loop().create_task(self.scrape(signal))
         self._tasks.add(task)
-        task.add_done_callback(lambda t: (self._tasks.discard(t), self._pending.discard(signal)))
+        task.add_done_callback(lambda t: self._scraped(t, signal))
+
+    def _scraped(self, task: asyncio.Task[None], signal: LoadSignal) -> None:
+        self._tasks.discard(task)
+        self._pending.discard(signal)

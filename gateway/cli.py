@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import click
 
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.keys import hash_key, new_key
 
 
@@ -21,12 +23,18 @@ def main() -> None:
 @click.option("--host", default=None, help="Override server.host.")
 @click.option("--port", type=int, default=None, help="Override server.port.")
 @click.option(
-    "--simulate", is_flag=True,
+    "--simulate",
+    is_flag=True,
     help="Also start a SIMULATED engine (loadtest/) for every backend whose URL is on this machine. "
-         "For demos and trials: no GPU, no model, made-up text.",
+    "For demos and trials: no GPU, no model, made-up text.",
 )
-@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Gateway processes sharing the port (SO_REUSEPORT) under a supervisor; metrics are summed.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Gateway processes sharing the port (SO_REUSEPORT) under a supervisor; metrics are summed.",
+)
 @click.option("--worker", is_flag=True, hidden=True, help="Internal: run as one worker of a supervisor.")
 def serve(config_path: str, host: str | None, port: int | None, simulate: bool, workers: int, worker: bool) -> None:
     """Run the gateway. SIGHUP reloads the config file."""
@@ -35,17 +43,21 @@ def serve(config_path: str, host: str | None, port: int | None, simulate: bool, 
 
     config = _load_or_exit(config_path)
     writer = configure_logging(config.server.log_level, config.server.log_format)
-    before_start = None
+    before_start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]] | None = None
     if simulate:
         from loadtest.cluster import start_simulated_backends
 
-        async def before_start():  # type: ignore[no-redef]
+        async def start_engines() -> Callable[[], Awaitable[None]]:
             engines = await start_simulated_backends(config)
 
             async def stop_all() -> None:
                 for e in engines:
                     await e.stop()
+
             return stop_all
+
+        before_start = start_engines
+
     try:
         if workers > 1:
             from gateway.workers import supervise
@@ -92,7 +104,7 @@ def keys_new(team: str, name: str | None, models: str) -> None:
     click.echo(f'[[keys]]\nname = "{name}"\nteam = "{team}"\nsha256 = "{digest}"\nmodels = [{model_list}]')
 
 
-def _load_or_exit(path: str):  # type: ignore[no-untyped-def]
+def _load_or_exit(path: str) -> Config:
     try:
         return load_config(path)
     except ConfigError as e:
@@ -100,7 +112,7 @@ def _load_or_exit(path: str):  # type: ignore[no-untyped-def]
         sys.exit(1)
 
 
-def _run(coro) -> None:  # type: ignore[no-untyped-def]
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop  # optional: a faster event loop when installed
     except ImportError:

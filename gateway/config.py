@@ -9,21 +9,27 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from backends import BACKEND_KINDS
+from backends.adaptive import AdaptiveConfig
 from backends.load_config import LoadMetrics, LoadSignalsConfig
-from policies import POLICIES, policy_options
+from gateway.admission.config import AdmissionConfig, PriorityClass
+from gateway.apis.responses.store import ResponsesConfig
+from gateway.batch.config import BatchConfig
+from gateway.cache.config import CacheConfig
+from gateway.cache.config import cross_check as cache_cross_check
+from gateway.limits.config import BudgetsConfig, LimitsConfig, PriceConfig
+from gateway.limits.quota_config import DeploymentQuotaConfig
 from gateway.ops_config import KeyStoreConfig, TracingConfig
 from gateway.resilience_config import BreakerConfig, ResilienceConfig
 from loadtest.sim_config import SimulationConfig
-from gateway.limits.config import BudgetsConfig, LimitsConfig, PriceConfig
-from gateway.limits.quota_config import DeploymentQuotaConfig
-from gateway.cache.config import CacheConfig, cross_check as cache_cross_check
+from policies import POLICIES, policy_options
 
 
 class Strict(BaseModel):
@@ -43,10 +49,47 @@ class ServerConfig(Strict):
     port: int = Field(4000, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     timeouts: Timeouts = Timeouts()
+    # What the gateway holds of an upstream's answer; docs/operations.md "Limits and timeouts".
+    max_upstream_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description="a non-streamed upstream answer (or error body) longer than this is refused as 502 "
+        "`upstream_response_too_large`, the upstream connection closed",
+    )
+    max_upstream_event_bytes: int = Field(
+        8 * 1024 * 1024,
+        gt=0,
+        description="one upstream SSE event longer than this ends the stream as broken (502 before its first byte)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, else JSON
     admin_key_sha256: str | None = None
     health_check_interval_s: float = Field(10.0, gt=0)
+    # Client connections (gateway/httpguard.py); docs/operations.md "Limits and timeouts".
+    max_connections: int = Field(
+        4096, ge=1, description="open client connections per process (lowered to fit the open-files limit)"
+    )
+    header_timeout_s: float = Field(10.0, gt=0, description="connection open / first byte -> end of request headers")
+    body_timeout_s: float = Field(60.0, gt=0, description="end of headers -> end of the request body")
+    keepalive_timeout_s: float = Field(75.0, gt=0, description="idle keep-alive connection between requests")
+    write_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="a client that reads nothing while the gateway's send buffer is full for this long is "
+        "disconnected: its request is cancelled and the engine's slot freed",
+    )
+    half_close_grace_s: float = Field(
+        0.5,
+        ge=0,
+        description="a client that shut down its sending side still gets an answer ready within this; after it, "
+        "its request counts as a disconnect (cancelled, upstream closed, not charged), as nginx's 499",
+    )
+    cors_origins: list[str] = Field(
+        [], description="origins allowed to call the API from a browser (CORS); '*' = any; empty = CORS off"
+    )
+    echo_alias: bool = Field(
+        False, description="answers carry the alias the client asked for in `model`, not the upstream's name"
+    )
 
     @field_validator("admin_key_sha256")
     @classmethod
@@ -73,10 +116,27 @@ class BackendConfig(Strict):
     timeouts: Timeouts | None = None
     local: bool | None = Field(None, description="a local GPU engine (default by kind) or a remote API")
     stream_usage: bool = Field(True, description="engine accepts stream_options.include_usage")
+    adaptive_concurrency: AdaptiveConfig | None = Field(
+        None, description="learn max_concurrency from time to first byte (AIMD; backends/adaptive.py)"
+    )
+    priority_field: Literal["vllm", "sglang"] | None = Field(
+        None,
+        description="send the request class as the engine's `priority` field: vllm (lower first; needs "
+        "--scheduling-policy priority) or sglang (higher first; needs --enable-priority-scheduling)",
+    )
     breaker: BreakerConfig | None = Field(None, description="this backend's breakers; None = resilience.breaker")
     load_metrics: LoadMetrics = Field("auto", description="which engine's /metrics names give its load; auto = by kind")
-    metrics_url: str | None = Field(None, description="the engine's Prometheus endpoint; None = url without /v1 + /metrics")
-    limits: DeploymentQuotaConfig | None = Field(None, description="the upstream's own quota, per deployment (gateway/limits/deployment_quota.py)")
+    metrics_url: str | None = Field(
+        None, description="the engine's Prometheus endpoint; None = url without /v1 + /metrics"
+    )
+    limits: DeploymentQuotaConfig | None = Field(
+        None, description="the upstream's own quota, per deployment (gateway/limits/deployment_quota.py)"
+    )
+    native_apis: list[Literal["responses", "messages"]] | None = Field(
+        None,
+        description="client APIs this backend serves itself (passed through, not translated to chat "
+        "completions); None = by kind (openai: responses, anthropic: messages, others: none)",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -107,6 +167,9 @@ class ModelConfig(Strict):
     ttfb_s: float | None = Field(None, gt=0, description="time to first byte for this model (long prefill)")
     hedge_after_s: float | None = Field(None, gt=0, description="no first byte after this: send a second copy")
     policy_options: dict[str, Any] = Field({}, description="the policy's options (policies/options.py)")
+    echo_alias: bool | None = Field(
+        None, description="answers carry this alias in `model` instead of the upstream name; None = server.echo_alias"
+    )
 
     @field_validator("policy")
     @classmethod
@@ -121,13 +184,17 @@ class ModelConfig(Strict):
             try:
                 policy_options(self.policy, self.policy_options)
             except ValidationError as e:
-                raise ValueError(f"policy_options for {self.policy!r}: " + "; ".join(
-                    f"{'.'.join(map(str, err['loc'])) or '(options)'}: {_msg(err)}" for err in e.errors())) from None
+                raise ValueError(
+                    f"policy_options for {self.policy!r}: "
+                    + "; ".join(f"{'.'.join(map(str, err['loc'])) or '(options)'}: {_msg(err)}" for err in e.errors())
+                ) from None
         return self
 
 
 class TeamConfig(Strict):
     name: str = Field(min_length=1)
+    priority: PriorityClass | None = Field(None, description="default class of its keys' requests (interactive)")
+    max_priority: PriorityClass | None = Field(None, description="highest class its keys may ask for (interactive)")
 
 
 class KeyConfig(Strict):
@@ -135,6 +202,8 @@ class KeyConfig(Strict):
     team: str
     sha256: str
     models: list[str] = ["*"]
+    priority: PriorityClass | None = Field(None, description="default class (else the team's, else interactive)")
+    max_priority: PriorityClass | None = Field(None, description="highest class it may ask for (else the team's)")
 
     @field_validator("sha256")
     @classmethod
@@ -158,6 +227,9 @@ class Config(Strict):
     cache: CacheConfig | None = None  # response caches (gateway/cache/); None = no caching
     keystore: KeyStoreConfig = KeyStoreConfig()  # admin-created keys (gateway/keystore.py)
     tracing: TracingConfig = TracingConfig()  # OpenTelemetry (gateway/tracing.py)
+    admission: AdmissionConfig = AdmissionConfig()  # the admission queue (gateway/admission/)
+    responses: ResponsesConfig = ResponsesConfig()  # Responses API state (gateway/apis/responses/store.py)
+    batch: BatchConfig = BatchConfig()  # the OpenAI Batch API (gateway/batch/)
 
 
 def _check_sha256(v: str) -> str:
@@ -225,18 +297,20 @@ def _interpolate(node: Any, env: Any, loc: str, problems: list[tuple[str, str]])
     if isinstance(node, list):
         return [_interpolate(v, env, f"{loc}[{i}]", problems) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
+
         def sub(m: re.Match[str]) -> str:
             value = env.get(m.group(1), m.group(2))
             if value is None:
                 problems.append((loc, f"environment variable {m.group(1)} is not set"))
                 return ""
             return value
+
         return _ENV.sub(sub, node)
     return node
 
 
 def _loc(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
-    out, node = "", raw
+    out, node = "", cast(Any, raw)  # walks into lists and scalars too
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
@@ -252,7 +326,7 @@ def _loc(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
     return out or "(root)"
 
 
-def _msg(err: dict[str, Any]) -> str:
+def _msg(err: Mapping[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key"
     msg = err["msg"]
@@ -311,4 +385,10 @@ def cross_check(raw: dict[str, Any]) -> list[tuple[str, str]]:
             problems.append((f"{where}.sha256", "the same key hash appears twice"))
         hashes.add(digest)
     problems += cache_cross_check(raw, models)
+    responses = raw.get("responses")
+    if isinstance(responses, dict) and responses.get("store") == "redis" and not raw.get("redis"):
+        problems.append(("responses.store", "'redis' needs the [redis] section"))
+    batch = raw.get("batch")
+    if isinstance(batch, dict) and batch.get("store") == "redis" and not raw.get("redis"):
+        problems.append(("batch.store", "'redis' needs the [redis] section"))
     return problems

@@ -3,12 +3,16 @@ anywhere else."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backends.deployment import Deployment
+    from gateway.apis.call import ApiCall
     from gateway.keys import Principal
+    from gateway.limits.estimator import TokenEstimate
+    from gateway.phases import ResponseTap
     from gateway.routing import ModelRoute
 
 
@@ -32,30 +36,49 @@ class RequestContext:
     stream: bool = False
     client_wants_usage: bool = False  # the client itself asked for stream_options.include_usage
     session_id: str | None = None
+    priority: int = 0  # the request's class rank (gateway/admission/priority.py): 0 interactive, 1 batch, 2 background
     route: "ModelRoute | None" = None
     deployment: "Deployment | None" = None
     attempts: int = 0
+    # An attempt sent the request upstream (or may have: cancelled or timed out while sending), so the
+    # upstream may have read the prompt (set by gateway/attempt.py; the limits settle charges it).
+    upstream_reached: bool = False
+    # A bound on each answer's output tokens the upstream must get (the limits phase under a hard
+    # budget: its reservation); gateway/attempt.py writes it into the upstream body.
+    output_cap: int | None = None
     status: int = 0  # HTTP status sent to the client (499 = client went away)
     error_type: str | None = None
     usage: Usage = field(default_factory=Usage)
     first_byte_at: float | None = None  # perf_counter when the first body byte went to the client
     finished_at: float | None = None
     response_headers: dict[str, str] = field(default_factory=dict)  # phases add headers here
-    # Set by a phase that needs the answer's bytes (a cache storing it): the forwarders then keep
-    # the body (non-stream) or every event sent (stream) in `response_body`.
-    capture_body: bool = False
-    response_body: bytes | None = None
     response_complete: bool = False  # the whole answer reached the client (stream ended with [DONE])
-    cache_status: str | None = None  # "hit-exact" | "hit-semantic" | "miss" | "bypass" once a cache looked
-    # Caches (gateway/cache/phase.py). On a hit, `usage` holds the tokens to CHARGE (zero unless
-    # the model's cache config counts hits toward token limits), so limits and budgets reading
-    # ctx.usage charge no upstream cost; `cache_saved` holds what the answer cost when it was made.
-    request_headers: Any = None  # the client's request headers (x-switchyard-cache, Cache-Control)
-    cache_state: Any = None  # the cache phase's own per-request state
-    cache_saved: Usage | None = None
-    cache_similarity: float | None = None
-    limits: Any = None  # gateway/limits/: the reservation to settle (rate limits, budget)
-    max_stream_events: int | None = None  # a stream is cut after this many events (budgets.cut_streams)
+    request_headers: Any = None  # the client's request headers
+    # Phases' own per-request state, by phase name (a phase reads only its own entry), and the taps
+    # they attached to see the answer as it flows (gateway/phases.py ResponseTap).
+    phase_state: dict[str, Any] = field(default_factory=dict)
+    taps: "list[ResponseTap]" = field(default_factory=list)
+    # The request's token estimate (prompt + output allowance), made once by whoever needs it first
+    # (gateway/limits/estimator.py): limits, deployment quotas and the admission queue share it.
+    estimate: "TokenEstimate | None" = None
+    # Extra fields for the request's log line, added by phases (cache status, queue wait ...).
+    log_fields: dict[str, Any] = field(default_factory=dict)
+    # A request of another API (Responses, Anthropic Messages; gateway/apis/call.py): it runs as a
+    # chat request (endpoint "chat", payload the translated chat body) and this decides, per
+    # deployment, the upstream path and body and how the answer goes back. None for plain requests.
+    api: "ApiCall | None" = None
+    # models[].echo_alias: the alias to put in the answer's `model` field (None: as upstream sent it).
+    echo_model: str | None = None
+    # Only local engines may take it (a Batch API line that is not spilling over; gateway/selection.py).
+    local_only: bool = False
+    # A request the gateway runs itself (pipeline.run_internal: a Batch API line): its task, which the
+    # admission queue may cancel to give its slot to a higher class (a preemptible class only).
+    task: "asyncio.Task[Any] | None" = None
+
+    @property
+    def endpoint_name(self) -> str:
+        """The endpoint the client called, for the log line and traces ("responses", "messages" ...)."""
+        return self.api.name if self.api is not None else self.endpoint
 
     @property
     def ttft_s(self) -> float | None:

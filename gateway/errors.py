@@ -44,9 +44,7 @@ def error_body(message: str, type: str, code: str | None, param: str | None = No
 def error_response(err: GatewayError, extra_headers: dict[str, str] | None = None) -> web.Response:
     headers = dict(extra_headers or {})
     headers.update(err.headers)
-    return web.Response(
-        status=err.status, body=err.body(), content_type="application/json", headers=headers
-    )
+    return web.Response(status=err.status, body=err.body(), content_type="application/json", headers=headers)
 
 
 # Constructors for the cases every phase shares, so messages and codes stay consistent.
@@ -60,8 +58,11 @@ def forbidden(message: str) -> GatewayError:
 
 def model_not_found(model: str) -> GatewayError:
     return GatewayError(
-        404, f"The model `{model}` does not exist.", type="invalid_request_error",
-        code="model_not_found", param="model",
+        404,
+        f"The model `{model}` does not exist.",
+        type="invalid_request_error",
+        code="model_not_found",
+        param="model",
     )
 
 
@@ -71,14 +72,19 @@ def bad_request(message: str, param: str | None = None, code: str = "invalid_req
 
 def too_large(limit: int) -> GatewayError:
     return GatewayError(
-        413, f"Request body is larger than the limit of {limit} bytes.",
-        type="invalid_request_error", code="request_too_large",
+        413,
+        f"Request body is larger than the limit of {limit} bytes.",
+        type="invalid_request_error",
+        code="request_too_large",
     )
 
 
 def unavailable(message: str, retry_after: float = 1.0) -> GatewayError:
     return GatewayError(
-        503, message, type="service_unavailable", code="no_deployment_available",
+        503,
+        message,
+        type="service_unavailable",
+        code="no_deployment_available",
         headers={"Retry-After": str(max(1, round(retry_after)))},
     )
 

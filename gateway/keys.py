@@ -14,7 +14,9 @@ def new_key() -> str:
 
 
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    # surrogatepass: a header value that was not UTF-8 (decoded to lone surrogates) hashes to a
+    # digest no real key has, rather than raising (gateway/auth.py refuses such values first).
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,15 @@ class KeyTable:
 
     def remove_stored(self, digest: str) -> None:
         self._stored = {k: v for k, v in self._stored.items() if k != digest}
+
+    def by_name(self, name: str) -> Principal | None:
+        """The principal of the active key named `name` (a Batch API job runs as the key that
+        created it); None once that key is gone."""
+        for table in (self._by_hash, self._stored):
+            for p in table.values():
+                if p.key_name == name:
+                    return p
+        return None
 
     def names(self) -> set[str]:
         """Names of the keys from the config file."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+
 from gateway.keys import Principal
 from gateway.ops_config import KeyStoreConfig
 
@@ -47,7 +48,7 @@ class StoredKey:
 
 
 class KeyStore(Protocol):
-    async def add(self, key: StoredKey) -> bool: ...          # False: the name is taken
+    async def add(self, key: StoredKey) -> bool: ...  # False: the name is taken
     async def all(self) -> list[StoredKey]: ...
     async def revoke(self, ident: str) -> StoredKey | None: ...  # by id or name
     async def close(self) -> None: ...
@@ -80,8 +81,10 @@ class SqliteKeyStore:
         assert db is not None
         try:
             with db:
-                db.execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,?)", (
-                    key.id, key.name, key.team, orjson.dumps(key.models).decode(), key.sha256, key.created_at, None))
+                db.execute(
+                    "INSERT INTO api_keys VALUES (?,?,?,?,?,?,?)",
+                    (key.id, key.name, key.team, orjson.dumps(key.models).decode(), key.sha256, key.created_at, None),
+                )
             return True
         except sqlite3.IntegrityError:
             return False
@@ -104,10 +107,14 @@ class SqliteKeyStore:
             return None
         try:
             with db:
-                db.execute("UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
-                           (time.time(), ident, ident))
-            row = db.execute("SELECT id, name, team, models, sha256, created_at, revoked_at FROM api_keys"
-                             " WHERE id = ? OR name = ?", (ident, ident)).fetchone()
+                db.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+                    (time.time(), ident, ident),
+                )
+            row = db.execute(
+                "SELECT id, name, team, models, sha256, created_at, revoked_at FROM api_keys WHERE id = ? OR name = ?",
+                (ident, ident),
+            ).fetchone()
         finally:
             db.close()
         return None if row is None else StoredKey(row[0], row[1], row[2], orjson.loads(row[3]), row[4], row[5], row[6])
@@ -143,8 +150,8 @@ class RedisKeyStore:
         return [StoredKey(**orjson.loads(v)) for v in (await self.redis.hgetall(self.records)).values()]
 
     async def revoke(self, ident: str) -> StoredKey | None:
-        key_id = await self.redis.hget(self.names, ident)
-        key_id = key_id.decode() if key_id is not None else ident
+        found = await self.redis.hget(self.names, ident)
+        key_id = found.decode() if isinstance(found, bytes) else (found or ident)
         raw = await self.redis.hget(self.records, key_id)
         if raw is None:
             return None
@@ -171,16 +178,33 @@ class KeyStoreSync:
             self.store = SqliteKeyStore(os.path.expanduser(cfg.path))
         self._task: asyncio.Task[None] | None = None
         self._local_changes = 0
+        # name -> team of every stored key, revoked ones too: its spend lives under its team
+        # (gateway/limits/usage.py reads it through team_of)
+        self.teams: dict[str, str] = {}
 
     async def refresh(self) -> None:
         changes = self._local_changes
-        active = {k.sha256: Principal(k.name, k.team, frozenset(k.models)) for k in await self.store.all() if k.revoked_at is None}
+        records = await self.store.all()
+        active = {k.sha256: Principal(k.name, k.team, frozenset(k.models)) for k in records if k.revoked_at is None}
+        self.teams = {**self.teams, **{k.name: k.team for k in records}}
         if changes == self._local_changes:  # else this read may predate a key just created/revoked here
             self.gateway.keys.set_stored(active)
+
+    async def team_of(self, name: str) -> str | None:
+        """The team of a stored key (active or revoked), or None when no stored key has that name.
+        A key created through another worker since the last refresh is read from the store."""
+        team = self.teams.get(name)
+        if team is None:
+            for k in await self.store.all():
+                if k.name == name:
+                    self.teams = {**self.teams, k.name: k.team}
+                    return k.team
+        return team
 
     def created(self, digest: str, principal: Principal) -> None:
         """A key was stored through this gateway: usable at once."""
         self._local_changes += 1
+        self.teams = {**self.teams, principal.key_name: principal.team}
         self.gateway.keys.add_stored(digest, principal)
 
     def revoked(self, digest: str) -> None:

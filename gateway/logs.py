@@ -3,6 +3,13 @@
 Lines are rendered on the event loop (cheap: orjson) but written to stderr by a background thread,
 so a slow terminal or pipe never blocks request handling. structlog has no non-blocking sink of its
 own, hence the small queue writer here.
+
+Every event is ONE line, whatever happens (gateway/logsafe.py): an exception becomes the fields
+`exc_type`, `exc_message` (one line, bounded) and `exc_where` (the innermost frame), never a
+multi-line traceback; warnings and errors are rate-limited per event (a burst, then one a second;
+the next line that passes carries `suppressed`, the count dropped); secrets (anything after
+`Bearer`, the value of an `Authorization` / `x-api-key` header, `sk-...` keys) are redacted from
+every line; and the stdlib loggers (aiohttp, asyncio, ...) are routed into the same lines.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from typing import IO, Any
 
 import orjson
 import structlog
+
+from gateway.logsafe import LIMITER, StdlibBridge, exception_fields, install_stdlib_bridge, scrub_secrets
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -85,6 +94,9 @@ def configure_logging(level: str = "info", fmt: str = "json", out: IO[bytes] | N
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
+            LIMITER,
+            exception_fields,
+            scrub_secrets,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
@@ -92,7 +104,18 @@ def configure_logging(level: str = "info", fmt: str = "json", out: IO[bytes] | N
         logger_factory=lambda *args: _BytesLineLogger(writer),
         cache_logger_on_first_use=True,
     )
+    install_stdlib_bridge()
     return writer
+
+
+def reset_logging() -> None:
+    """Undo configure_logging (tests, embedders): structlog's defaults again and the stdlib bridge
+    off the root logger (left on, it would hand aiohttp's and asyncio's records to whatever
+    structlog is configured with next). Close the writer configure_logging returned first."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, StdlibBridge)]:
+        root.removeHandler(h)
 
 
 def get_logger(name: str) -> Any:

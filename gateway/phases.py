@@ -5,12 +5,24 @@ request is over, in reverse order, like middleware:
     on_request(ctx) -> None to go on, or a response to answer with at once (a cache hit), or raise
                        GatewayError to refuse (a limit);
     on_complete(ctx) -> settle (refund, store, record). Called for every phase whose on_request ran,
-                        whatever happened after it.
+                        whatever happened after it, and only AFTER the answer's last byte went to the
+                        client: settling never delays the client, and the logged latency is what the
+                        client saw.
+
+Optional, each called once by Gateway.start / Gateway.stop (in PHASE_FACTORIES order to start,
+reverse to stop): `async start()`, `async close()`.
+
+Seeing the answer as it flows: a phase that needs it attaches a ResponseTap to the request in
+on_request (`ctx.taps.append(tap)`); the forwarders (gateway/forward.py) call it for every piece of
+the answer sent to the client. Requests with no tap pay nothing. A tap keeps its own per-request
+state (the phase finds it again in on_complete through `ctx.phase_state[phase.name]`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -19,6 +31,27 @@ from gateway.tracing import tracing_phase
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
+
+
+@dataclass(slots=True, frozen=True)
+class Cut:
+    """A tap's verdict: end the stream after `keep` of the events just offered, with an SSE error
+    event (`message`, `code`) in their place; the upstream is closed."""
+
+    keep: int
+    message: str
+    code: str
+
+
+class ResponseTap(Protocol):
+    def on_events(self, data: bytes, count: int) -> Cut | None:
+        """A streamed answer: `data` holds `count` (>= 1) complete SSE events, exactly as they are
+        about to be written to the client. Return a Cut to end the stream here."""
+        ...
+
+    def on_body(self, body: bytes) -> None:
+        """A non-streamed answer: its whole body, as sent."""
+        ...
 
 
 class Phase(Protocol):
@@ -31,6 +64,7 @@ class Phase(Protocol):
 
 def _cache_phase(gateway: "Gateway") -> Phase | None:
     from gateway.cache.phase import build_cache_phase  # lazy: numpy, and torch only when semantic is on
+
     return build_cache_phase(gateway)
 
 

@@ -48,23 +48,33 @@ class Reloader:
                 old.metrics.count(old.metrics.config_reloads, "rejected")
                 old.log.error("config_reload_rejected", reason=reason, path=str(self.path), errors=e.problems)
                 raise
-            new = Gateway(config, metrics=old.metrics)
+            new: Gateway | None = None
             try:
+                new = Gateway(config, metrics=old.metrics, previous=old)  # metrics and limits state go over
                 await new.start()
                 await _first_probe(new)
-            except Exception:  # e.g. a phase that cannot start: keep serving on the old gateway
+            except Exception:  # e.g. a phase that cannot build or start: keep serving on the old gateway
                 old.metrics.count(old.metrics.config_reloads, "rejected")
                 old.log.exception("config_reload_failed", reason=reason)
-                await new.stop()
+                if new is not None:
+                    await new.stop()
                 raise
+            new.adopt_state(old)  # stored Responses (memory) carry over
             self.ref.current = new
+            old.retire()  # its batch runner claims no more lines; the new one takes over (leases)
             self.reloads += 1
             new.metrics.count(new.metrics.config_reloads, "ok")
             if (config.server.host, config.server.port) != (old.config.server.host, old.config.server.port):
-                new.log.warning("config_reload_listen_address_unchanged",
-                                detail="server.host/port take effect only on restart")
-            new.log.info("config_reloaded", reason=reason, path=str(self.path), models=new.router.aliases(),
-                         draining=old.requests_in_flight)
+                new.log.warning(
+                    "config_reload_listen_address_unchanged", detail="server.host/port take effect only on restart"
+                )
+            new.log.info(
+                "config_reloaded",
+                reason=reason,
+                path=str(self.path),
+                models=new.router.aliases(),
+                draining=old.requests_in_flight,
+            )
             task = asyncio.get_running_loop().create_task(self._drain(old))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -109,6 +119,7 @@ def install_reloader(app: web.Application, ref: GatewayRef, path: str | Path) ->
 
 def on_sighup(reloader: Reloader) -> Any:
     """A signal handler: start a reload; a rejected file is logged (the old config keeps serving)."""
+
     def handler() -> None:
         async def run() -> None:
             try:
@@ -117,9 +128,11 @@ def on_sighup(reloader: Reloader) -> Any:
                 pass  # logged by reload()
             except Exception:
                 reloader.ref.current.log.exception("config_reload_failed", reason="SIGHUP")
+
         task = asyncio.get_running_loop().create_task(run())
         reloader._tasks.add(task)
         task.add_done_callback(reloader._tasks.discard)
+
     return handler
 
 
@@ -129,9 +142,17 @@ async def admin_reload(request: web.Request) -> web.Response:
 
     reloader = request.app.get(RELOADER)
     if reloader is None:
-        return json_response({"error": {
-            "message": "This gateway was not started from a config file; nothing to reload.",
-            "type": "invalid_request_error", "param": None, "code": "reload_unavailable"}}, status=409)
+        return json_response(
+            {
+                "error": {
+                    "message": "This gateway was not started from a config file; nothing to reload.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "reload_unavailable",
+                }
+            },
+            status=409,
+        )
     try:
         if os.environ.get(SUPERVISOR_ENV):  # one of several workers: check here, then reload them all
             await reloader.validate()
@@ -139,12 +160,28 @@ async def admin_reload(request: web.Request) -> web.Response:
             return json_response({"status": "reloading", "workers": "all"}, status=202)
         gw = await reloader.reload(reason="admin")
     except ConfigError as e:
-        return json_response({
-            "error": {"message": e.render(), "type": "invalid_request_error", "param": None, "code": "invalid_config"},
-            "errors": [{"location": loc, "message": msg} for loc, msg in e.problems],
-        }, status=400)
+        return json_response(
+            {
+                "error": {
+                    "message": e.render(),
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_config",
+                },
+                "errors": [{"location": loc, "message": msg} for loc, msg in e.problems],
+            },
+            status=400,
+        )
     except Exception as e:  # the new config is valid but could not start; the old one keeps serving
-        return json_response({"error": {
-            "message": f"The new config could not start ({type(e).__name__}); the running config is unchanged.",
-            "type": "server_error", "param": None, "code": "reload_failed"}}, status=500)
+        return json_response(
+            {
+                "error": {
+                    "message": f"The new config could not start ({type(e).__name__}); the running config is unchanged.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "reload_failed",
+                }
+            },
+            status=500,
+        )
     return json_response({"status": "reloaded", "reloads": reloader.reloads, "models": gw.router.aliases()})

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from backends.breaker import STATE_VALUE, CircuitBreaker
 
@@ -27,7 +28,9 @@ class RetryBudget:
     """Retries allowed over a sliding window: `ratio` of the requests seen in it, plus `min_retries`
     (so a quiet gateway can still retry). Ten buckets of window/10; an injectable clock."""
 
-    def __init__(self, ratio: float, min_retries: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ratio: float, min_retries: int, window_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ratio = ratio
         self.min_retries = min_retries
         self.bucket_s = window_s / 10
@@ -116,13 +119,11 @@ class Resilience:
         }
         listener = _BreakerMetrics(metrics, log)
         per_backend = {b.name: b.breaker or self.cfg.breaker for b in config.backends}
-        self.deployments = []
-        for route in router.routes():
-            for d in route.deployments:
-                d.breaker = CircuitBreaker(d.name, per_backend[d.backend.name], listener=listener)
-                metrics.breaker_state.labels(d.name).set(0)
-                metrics.in_flight_for(d.name)  # every deployment's series exists from the start
-                self.deployments.append(d)
+        self.deployments = list(router.deployments)  # one breaker per deployment, whatever its aliases
+        for d in self.deployments:
+            d.breaker = CircuitBreaker(d.name, per_backend[d.backend.name], listener=listener)
+            metrics.breaker_state.labels(d.name).set(0)
+            metrics.in_flight_for(d.name)  # every deployment's series exists from the start
 
     def model(self, alias: str) -> ModelSettings:
         return self.settings.get(alias) or ModelSettings()
@@ -142,8 +143,11 @@ class Resilience:
         out = []
         for d in self.deployments:
             row: dict[str, object] = {
-                "deployment": d.name, "backend": d.backend.name, "healthy": d.backend.healthy,
-                "cool_down_s": round(max(0.0, d.cool_until - now), 3), "active": d.active,
+                "deployment": d.name,
+                "backend": d.backend.name,
+                "healthy": d.backend.healthy,
+                "cool_down_s": round(max(0.0, d.cool_until - now), 3),
+                "active": d.active,
                 "quota_wait_s": round(max(0.0, d.quota_until - now), 3),  # backends[].limits
             }
             if d.breaker is not None:

@@ -43,6 +43,7 @@ class TracingPhase:
                 exporter = ConsoleSpanExporter()
             else:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
                 exporter = OTLPSpanExporter(endpoint=cfg.endpoint, timeout=5)
         self.provider = TracerProvider(
             sampler=TraceIdRatioBased(cfg.sample_ratio),
@@ -52,6 +53,7 @@ class TracingPhase:
         self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
         self.tracer = self.provider.get_tracer("switchyard")
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
         self.propagator = TraceContextTextMapPropagator()
 
     async def on_request(self, ctx: RequestContext) -> None:
@@ -67,20 +69,32 @@ class TracingPhase:
 
         p = ctx.principal
         attrs: dict[str, Any] = {
-            "switchyard.request_id": ctx.request_id, "switchyard.endpoint": ctx.endpoint,
-            "switchyard.model": ctx.model, "switchyard.stream": ctx.stream,
-            "switchyard.attempts": ctx.attempts, "http.response.status_code": ctx.status,
+            "switchyard.request_id": ctx.request_id,
+            "switchyard.endpoint": ctx.endpoint_name,
+            "switchyard.model": ctx.model,
+            "switchyard.stream": ctx.stream,
+            "switchyard.attempts": ctx.attempts,
+            "http.response.status_code": ctx.status,
         }
         if p is not None:
             attrs.update({"switchyard.team": p.team, "switchyard.key": p.key_name})
         if ctx.deployment is not None:
             attrs["switchyard.deployment"] = ctx.deployment.name
         if ctx.usage.known:
-            attrs.update({"gen_ai.usage.input_tokens": ctx.usage.prompt_tokens,
-                          "gen_ai.usage.output_tokens": ctx.usage.completion_tokens})
+            attrs.update(
+                {
+                    "gen_ai.usage.input_tokens": ctx.usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": ctx.usage.completion_tokens,
+                }
+            )
         parent = self.propagator.extract(ctx.request_headers) if ctx.request_headers is not None else None
-        span = self.tracer.start_span(f"{ctx.endpoint} {ctx.model}", context=parent, kind=SpanKind.SERVER,
-                                      start_time=wall(ctx.started), attributes=attrs)
+        span = self.tracer.start_span(
+            f"{ctx.endpoint_name} {ctx.model}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            start_time=wall(ctx.started),
+            attributes=attrs,
+        )
         if ctx.first_byte_at is not None:
             span.add_event("first_token", timestamp=wall(ctx.first_byte_at))
         if ctx.status >= 500:
@@ -89,6 +103,7 @@ class TracingPhase:
 
     async def close(self) -> None:
         import asyncio
+
         await asyncio.get_running_loop().run_in_executor(None, self.provider.shutdown)  # flushes
 
 

@@ -21,8 +21,8 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from gateway.logs import get_logger
 
@@ -47,7 +47,10 @@ def worker_command(config_path: str, host: str | None, port: int) -> list[str]:
 
 
 async def supervise(
-    config_path: str, workers: int, host: str | None, port: int,
+    config_path: str,
+    workers: int,
+    host: str | None,
+    port: int,
     before_start: Callable[[], Awaitable[Callable[[], Awaitable[None]] | None]] | None = None,
 ) -> None:
     from prometheus_client import multiprocess

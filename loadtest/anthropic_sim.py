@@ -74,19 +74,45 @@ class AnthropicSim:
         usage_in = _tokens(orjson.dumps([body.get("system"), body["messages"], body.get("tools")]))
         usage_out = sum(_tokens(orjson.dumps(b)) if b["type"] == "tool_use" else len(b["text"].split()) for b in blocks)
         if not body.get("stream"):
-            return web.json_response({
-                "id": msg_id, "type": "message", "role": "assistant", "model": body["model"], "content": blocks,
-                "stop_reason": stop_reason, "stop_sequence": None,
-                "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
-            }, dumps=lambda o: orjson.dumps(o).decode())
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
+            return web.json_response(
+                {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": blocks,
+                    "stop_reason": stop_reason,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
+                },
+                dumps=lambda o: orjson.dumps(o).decode(),
+            )
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
-        await _event(resp, "message_start", {"type": "message_start", "message": {
-            "id": msg_id, "type": "message", "role": "assistant", "model": body["model"], "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage_in, "output_tokens": 1}}})
+        await _event(
+            resp,
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": usage_in, "output_tokens": 1},
+                },
+            },
+        )
         for i, block in enumerate(blocks):
             start = {"type": "text", "text": ""} if block["type"] == "text" else {**block, "input": {}}
-            await _event(resp, "content_block_start", {"type": "content_block_start", "index": i, "content_block": start})
+            await _event(
+                resp, "content_block_start", {"type": "content_block_start", "index": i, "content_block": start}
+            )
             if i == 0:
                 await _event(resp, "ping", {"type": "ping"})
             if block["type"] == "text":
@@ -95,14 +121,21 @@ class AnthropicSim:
                 deltas = [{"type": "text_delta", "text": p} for p in pieces]
             else:
                 raw = orjson.dumps(block["input"]).decode()
-                deltas = [{"type": "input_json_delta", "partial_json": raw[j:j + 8]} for j in range(0, len(raw), 8)]
+                deltas = [{"type": "input_json_delta", "partial_json": raw[j : j + 8]} for j in range(0, len(raw), 8)]
             for delta in deltas:
                 if self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)
                 await _event(resp, "content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta})
             await _event(resp, "content_block_stop", {"type": "content_block_stop", "index": i})
-        await _event(resp, "message_delta", {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                             "usage": {"output_tokens": usage_out}})
+        await _event(
+            resp,
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": usage_out},
+            },
+        )
         await _event(resp, "message_stop", {"type": "message_stop"})
         await resp.write_eof()
         return resp
@@ -114,11 +147,16 @@ class AnthropicSim:
         tools, choice = body.get("tools") or [], body.get("tool_choice") or {"type": "auto"}
         last = body["messages"][-1] if body["messages"] else {}
         answered = isinstance(last.get("content"), list) and any(
-            isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"])
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"]
+        )
         if tools and choice.get("type") != "none" and not answered:
             tool = next((t for t in tools if t.get("name") == choice.get("name")), tools[0])
-            call = {"type": "tool_use", "id": f"toolu_sim{seed:08x}", "name": tool["name"],
-                    "input": _example(tool.get("input_schema") or {})}
+            call = {
+                "type": "tool_use",
+                "id": f"toolu_sim{seed:08x}",
+                "name": tool["name"],
+                "input": _example(tool.get("input_schema") or {}),
+            }
             return [{"type": "text", "text": "Let me check."}, call], "tool_use"
         return [{"type": "text", "text": text}], "max_tokens" if n == int(body["max_tokens"]) else "end_turn"
 
@@ -126,7 +164,7 @@ class AnthropicSim:
 def _example(schema: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, prop in (schema.get("properties") or {}).items():
-        kind = prop.get("type") if isinstance(prop, dict) else None
+        kind = str(prop.get("type")) if isinstance(prop, dict) else ""
         out[name] = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}.get(kind, "example")
     return out
 
@@ -136,8 +174,11 @@ def _tokens(raw: bytes) -> int:
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:
-    return web.Response(status=status, content_type="application/json",
-                        body=orjson.dumps({"type": "error", "error": {"type": kind, "message": message}}))
+    return web.Response(
+        status=status,
+        content_type="application/json",
+        body=orjson.dumps({"type": "error", "error": {"type": kind, "message": message}}),
+    )
 
 
 async def _event(resp: web.StreamResponse, name: str, data: dict[str, Any]) -> None:

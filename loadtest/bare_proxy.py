@@ -9,6 +9,7 @@ aiohttp itself costs on the same machine in the same run.
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -18,15 +19,16 @@ def make_app(upstream: str) -> web.Application:
     app = web.Application()
     session_key = web.AppKey("session", aiohttp.ClientSession)
 
-    async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         app[session_key] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         yield
         await app[session_key].close()
 
     async def forward(request: web.Request) -> web.Response:
         body = await request.read()
-        async with app[session_key].post(upstream + request.path, data=body,
-                                         headers={"Content-Type": "application/json"}) as r:
+        async with app[session_key].post(
+            upstream + request.path, data=body, headers={"Content-Type": "application/json"}
+        ) as r:
             return web.Response(body=await r.read(), status=r.status, content_type="application/json")
 
     app.cleanup_ctx.append(session_ctx)
@@ -41,6 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import numpy as np
@@ -34,15 +34,40 @@ from loadtest.overhead import free_port, wait_port, wrk
 
 KEY = "sk-bench-cache"
 SYSTEM = "You are a planning agent. Answer with the next tool call to make."
-CITIES = ["Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Oslo", "Lima", "Cairo", "Delhi",
-          "Sydney", "Toronto", "Chicago", "Boston", "Denver", "Seattle", "Dublin", "Vienna", "Prague", "Warsaw"]
+CITIES = [
+    "Paris",
+    "London",
+    "Tokyo",
+    "Berlin",
+    "Madrid",
+    "Rome",
+    "Oslo",
+    "Lima",
+    "Cairo",
+    "Delhi",
+    "Sydney",
+    "Toronto",
+    "Chicago",
+    "Boston",
+    "Denver",
+    "Seattle",
+    "Dublin",
+    "Vienna",
+    "Prague",
+    "Warsaw",
+]
 TEMPLATES = [  # paraphrases of one question, per city
     "What is the weather in {c} today?",
     "What's the weather like in {c} today?",
     "How is the weather in {c} today?",
 ]
-TOPICS = ["reverse a list in Python", "undo the last git commit", "read a JSON file in Python",
-          "check which ports are open on Linux", "find large files on Linux"]
+TOPICS = [
+    "reverse a list in Python",
+    "undo the last git commit",
+    "read a JSON file in Python",
+    "check which ports are open on Linux",
+    "find large files on Linux",
+]
 TOPIC_TEMPLATES = ["How do I {t}?", "How can I {t}?"]
 
 
@@ -63,18 +88,28 @@ def start_gateway(tmp: Path, engine_port: int, semantic: bool, cache: bool) -> t
     port = free_port()
     conf = tmp / f"gw-{port}.yaml"  # JSON is YAML
     conf.write_text(json.dumps(config(engine_port, port, semantic, cache)))
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(port)
     return proc, port
 
 
 def body(text: str, **kw: Any) -> dict[str, Any]:
-    return {"model": "bench", "temperature": 0, "max_tokens": 32,
-            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}], **kw}
+    return {
+        "model": "bench",
+        "temperature": 0,
+        "max_tokens": 32,
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
+        **kw,
+    }
 
 
-async def timed(s: aiohttp.ClientSession, url: str, payload: dict[str, Any], control: str | None = None) -> tuple[float, str]:
+async def timed(
+    s: aiohttp.ClientSession, url: str, payload: dict[str, Any], control: str | None = None
+) -> tuple[float, str]:
     headers = {"Authorization": f"Bearer {KEY}", **({"x-switchyard-cache": control} if control else {})}
     t0 = time.perf_counter()
     async with s.post(url, json=payload, headers=headers) as r:
@@ -106,7 +141,10 @@ async def latency(port_plain: int, port_cache: int, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     conn = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(connector=conn) as s:
-        plain, cached = f"http://127.0.0.1:{port_plain}/v1/chat/completions", f"http://127.0.0.1:{port_cache}/v1/chat/completions"
+        plain, cached = (
+            f"http://127.0.0.1:{port_plain}/v1/chat/completions",
+            f"http://127.0.0.1:{port_cache}/v1/chat/completions",
+        )
         for _ in range(20):  # warm both (connections, model load)
             await timed(s, plain, body("warm up"))
             await timed(s, cached, body(f"warm up {random.random()}"))
@@ -134,7 +172,8 @@ def wrk_latency(tmp: Path, engine_port: int, plain_port: int, cached_port: int, 
     script = tmp / "hit.lua"
     script.write_text(
         f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body("How do I reverse a list in Python?")))}\n'
-        f'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer {KEY}"\n')
+        f'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer {KEY}"\n'
+    )
     path = "/v1/chat/completions"
     wrk(f"http://127.0.0.1:{cached_port}{path}", 1, 1, script)  # warm; the entry exists from then on
     return {
@@ -164,7 +203,9 @@ async def lookup_cost(sizes: list[int], n: int, backends: list[str] | None = Non
             for c in caches.values():
                 await c._run(_fill, c, vecs, have)
             have = size
-            runs = {b: {"emb": [], "search": [], "index_only": [], "total": []} for b in backends}
+            runs: dict[str, dict[str, list[float]]] = {
+                b: {"emb": [], "search": [], "index_only": [], "total": []} for b in backends
+            }
             for t in texts:
                 for b, cache in caches.items():
                     r = runs[b]
@@ -185,11 +226,15 @@ async def lookup_cost(sizes: list[int], n: int, backends: list[str] | None = Non
                 await asyncio.gather(*(cache.embed(t) for t in texts[:16]))
                 batch16 = (time.perf_counter() - t0) / 16
                 r = runs[b]
-                name = f"{size}/{cache.embedder.backend}" if len(backends) > 1 else str(size)
-                out[name] = {"embed_p50_ms": pct(r["emb"], 0.5), "search_p50_ms": pct(r["search"], 0.5),
-                             "index_search_p50_ms": pct(r["index_only"], 0.5),
-                             "lookup_p50_ms": pct(r["total"], 0.5), "lookup_p90_ms": pct(r["total"], 0.9),
-                             "embed_per_text_batched16_ms": round(batch16 * 1000, 3)}
+                name = f"{size}/{cast(LocalEmbedder, cache.embedder).backend}" if len(backends) > 1 else str(size)
+                out[name] = {
+                    "embed_p50_ms": pct(r["emb"], 0.5),
+                    "search_p50_ms": pct(r["search"], 0.5),
+                    "index_search_p50_ms": pct(r["index_only"], 0.5),
+                    "lookup_p50_ms": pct(r["total"], 0.5),
+                    "lookup_p90_ms": pct(r["total"], 0.9),
+                    "embed_per_text_batched16_ms": round(batch16 * 1000, 3),
+                }
                 print(f"  {name:>14} entries: {out[name]}", flush=True)
     finally:
         for c in caches.values():
@@ -241,13 +286,20 @@ async def scenario(port: int, engine_port: int, requests: int, agents: int) -> d
             stats = await r.json()
         async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
             metrics = await r.text()
-    saved = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                if line.startswith("switchyard_cache_saved_tokens_total{"))
+    saved = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("switchyard_cache_saved_tokens_total{")
+    )
     upstream = stats["prompt_tokens"] + stats["completion_tokens"]
     return {
-        "requests": requests, "agents": agents, "by_status": counts,
+        "requests": requests,
+        "agents": agents,
+        "by_status": counts,
         "hit_rate": round((counts.get("hit-exact", 0) + counts.get("hit-semantic", 0)) / requests, 3),
-        "upstream_requests": stats["requests_total"], "upstream_tokens": upstream, "saved_tokens": int(saved),
+        "upstream_requests": stats["requests_total"],
+        "upstream_tokens": upstream,
+        "saved_tokens": int(saved),
         "saved_share": round(saved / (saved + upstream), 3) if saved + upstream else 0,
     }
 
@@ -256,8 +308,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tmp = Path(tempfile.mkdtemp(prefix="cache-bench-"))
     engine_port = free_port()
-    engine = subprocess.Popen([sys.executable, "-m", "loadtest.engine", "--port", str(engine_port), "--output-tokens", "24"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.engine", "--port", str(engine_port), "--output-tokens", "24"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     procs = [engine]
     try:
         wait_port(engine_port)
@@ -303,8 +358,11 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--wrk-seconds", type=int, default=5)
     ap.add_argument("--lookup-only", action="store_true", help="only the semantic lookup cost (in process)")
-    ap.add_argument("--backends", help="embedders compared in the lookup cost, interleaved, e.g. onnx,torch "
-                    "(default: the gateway's choice, onnx when onnxruntime is installed)")
+    ap.add_argument(
+        "--backends",
+        help="embedders compared in the lookup cost, interleaved, e.g. onnx,torch "
+        "(default: the gateway's choice, onnx when onnxruntime is installed)",
+    )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     result = asyncio.run(run(args))

@@ -56,10 +56,21 @@ class EngineProc:
 
     async def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loadtest.engine", "--port", str(self.port), "--itl", str(self.itl_s),
-             "--output-tokens", "16"],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "loadtest.engine",
+                "--port",
+                str(self.port),
+                "--itl",
+                str(self.itl_s),
+                "--output-tokens",
+                "16",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20
         async with aiohttp.ClientSession() as s:
@@ -109,10 +120,13 @@ class Phase:
 
         after_open = [e for e in self.errors if self.breaker_opened_at is not None and e[0] >= self.breaker_opened_at]
         return {
-            "phase": self.name, "requests": self.requests, "errors": len(self.errors),
+            "phase": self.name,
+            "requests": self.requests,
+            "errors": len(self.errors),
             "error_rate_pct": round(100 * len(self.errors) / max(1, self.requests), 3),
             "errors_after_breaker_open": len(after_open) if self.breaker_opened_at is not None else None,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
             "amplification": round((self.attempts_after - self.attempts_before) / max(1, self.requests), 3),
             "error_kinds": sorted({e[1] for e in self.errors}),
         }
@@ -121,7 +135,8 @@ class Phase:
 def gateway_config(ports: list[int], ttfb_s: float, hedge_after_s: float | None = None) -> str:
     backends = "\n".join(
         f'[[backends]]\nname = "e{i}"\nkind = "vllm"\nurl = "http://127.0.0.1:{p}/v1"\n'
-        f"timeouts = {{ connect_s = 1, ttfb_s = {ttfb_s}, idle_s = 5 }}\n" for i, p in enumerate(ports)
+        f"timeouts = {{ connect_s = 1, ttfb_s = {ttfb_s}, idle_s = 5 }}\n"
+        for i, p in enumerate(ports)
     )
     deployments = ", ".join(f'{{ backend = "e{i}", model = "sim" }}' for i in range(len(ports)))
     return f"""
@@ -172,7 +187,7 @@ async def _send(session: aiohttp.ClientSession, url: str) -> str | None:
                 return "error_event"
             if "data: [DONE]" not in text:
                 return "incomplete"
-    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+    except (TimeoutError, aiohttp.ClientError) as e:
         return type(e).__name__
     return None
 
@@ -182,14 +197,18 @@ def attempts_total(gw: RunningGateway) -> float:
     return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
 
 
-async def run(rate: float, phase_s: float, itl_s: float, ttfb_s: float, hedge_after_s: float | None = None) -> list[dict]:
+async def run(
+    rate: float, phase_s: float, itl_s: float, ttfb_s: float, hedge_after_s: float | None = None
+) -> list[dict]:
     configure_logging("error")
     ports = [free_port() for _ in range(4)]
     engines = [EngineProc(p, itl_s) for p in ports]
     await asyncio.gather(*(e.start() for e in engines))
     victim = engines[3]
     gw = await start_gateway(parse_config(gateway_config(ports, ttfb_s, hedge_after_s)), port=0)
-    victim_d = next(d for d in gw.gateway.router.get("chat").deployments if d.backend.name == "e3")
+    route = gw.gateway.router.get("chat")
+    assert route is not None
+    victim_d = next(d for d in route.deployments if d.backend.name == "e3")
     url = gw.url + "/chat/completions"
     phases: list[Phase] = []
     current: list[Phase] = []
@@ -256,6 +275,7 @@ async def run(rate: float, phase_s: float, itl_s: float, ttfb_s: float, hedge_af
 def _async(fn):
     async def call() -> None:
         fn()
+
     return call
 
 
@@ -271,11 +291,15 @@ def main() -> None:
     results = asyncio.run(run(args.rate, args.phase_s, args.itl, args.ttfb, args.hedge_after))
     total = sum(r["requests"] for r in results)
     errors = sum(r["errors"] for r in results)
-    print(f"{'phase':<12} {'reqs':>5} {'errors':>6} {'err%':>7} {'after-open':>10} {'p50 ms':>8} {'p99 ms':>8} {'ampl':>6}")
+    print(
+        f"{'phase':<12} {'reqs':>5} {'errors':>6} {'err%':>7} {'after-open':>10} {'p50 ms':>8} {'p99 ms':>8} {'ampl':>6}"
+    )
     for r in results:
         after = "-" if r["errors_after_breaker_open"] is None else r["errors_after_breaker_open"]
-        print(f"{r['phase']:<12} {r['requests']:>5} {r['errors']:>6} {r['error_rate_pct']:>7} {after:>10} "
-              f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['amplification']:>6}  {','.join(r['error_kinds'])}")
+        print(
+            f"{r['phase']:<12} {r['requests']:>5} {r['errors']:>6} {r['error_rate_pct']:>7} {after:>10} "
+            f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['amplification']:>6}  {','.join(r['error_kinds'])}"
+        )
     print(f"total: {total} requests, {errors} client-visible errors ({100 * errors / max(1, total):.3f}%)")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "phases": results}, indent=2))

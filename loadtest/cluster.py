@@ -12,12 +12,17 @@ from gateway.config import Config
 from gateway.logs import get_logger
 from loadtest.engine import EngineConfig, SimEngine, start_engine
 
-
 # backend kind -> simulated engine profile
 PROFILE_OF_KIND = {
-    "vllm": "vllm", "sglang": "sglang", "tgi": "tgi", "llamacpp": "llamacpp",
-    "candle": "plain", "mistralrs": "plain", "tei": "plain",
-    "openai": "remote", "openai-compatible": "remote",
+    "vllm": "vllm",
+    "sglang": "sglang",
+    "tgi": "tgi",
+    "llamacpp": "llamacpp",
+    "candle": "plain",
+    "mistralrs": "plain",
+    "tei": "plain",
+    "openai": "remote",
+    "openai-compatible": "remote",
 }
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -52,7 +57,7 @@ def simulated_engine_configs(config: Config, **engine_options: object) -> dict[s
             continue
         options = config.simulation.options_for(backend.name) if config.simulation else {}
         options.update(engine_options)
-        cfg = EngineConfig(profile=PROFILE_OF_KIND[backend.kind], seed=i, **options)  # type: ignore[arg-type]
+        cfg = EngineConfig(profile=PROFILE_OF_KIND[backend.kind], seed=i, **options)
         out[backend.name] = (cfg, url.hostname, url.port or 80)
     return out
 
@@ -72,5 +77,8 @@ async def _start(config: Config, free_ports: bool, engine_options: dict[str, obj
 
 def announce(backend: str, profile: str, url: str) -> None:
     get_logger("switchyard.simulator").warning(
-        "SIMULATED engine started: not a real model, made-up text", backend=backend, profile=profile, url=url,
+        "SIMULATED engine started: not a real model, made-up text",
+        backend=backend,
+        profile=profile,
+        url=url,
     )

@@ -18,13 +18,14 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from loadtest.overhead import KEY, REQUEST, free_port, start_upstream, wait_port, write_config, wrk
 
@@ -70,8 +71,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--settle-delay-ms", type=float, default=0.0,
-                        help="also run Redis with limits.settle_delay_s set to this (A/B in one run)")
+    parser.add_argument(
+        "--settle-delay-ms",
+        type=float,
+        default=0.0,
+        help="also run Redis with limits.settle_delay_s set to this (A/B in one run)",
+    )
     parser.add_argument("--quota", action="store_true", help="also run per-deployment quotas (memory, Redis)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -90,11 +95,13 @@ def main() -> None:
         variants = {
             "none": "",
             "memory": LIMITS.replace("{db}", str(tmp / "spend.db")),
-            "redis": f'[redis]\nurl = "{args.redis}"\nkey_prefix = "{prefix}"\n' + LIMITS.replace("{db}", str(tmp / "unused.db")),
+            "redis": f'[redis]\nurl = "{args.redis}"\nkey_prefix = "{prefix}"\n'
+            + LIMITS.replace("{db}", str(tmp / "unused.db")),
         }
         if args.settle_delay_ms:  # A/B: settles riding along with the next admission
             variants["redis-delay"] = variants["redis"].replace(
-                "[limits]\n", f"[limits]\nsettle_delay_s = {args.settle_delay_ms / 1000}\n")
+                "[limits]\n", f"[limits]\nsettle_delay_s = {args.settle_delay_ms / 1000}\n"
+            )
         backend_extra: dict[str, str] = {}
         if args.quota:  # a backend quota only: the store call sits in dispatch, not the limits phase
             variants["quota"] = ""
@@ -106,15 +113,20 @@ def main() -> None:
                 ports[name] = free_port()
                 conf = tmp / f"{name}.toml"
                 write_config(conf, ports[name], up_port, extra, backend_extra.get(name, ""))
-                procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(conf)],
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "gateway", "serve", "--config", str(conf)],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
             wait_port(up_port)
             for port in ports.values():
                 wait_port(port)
             urls = {n: f"http://127.0.0.1:{p}/v1/chat/completions" for n, p in ports.items()}
             for url in urls.values():
                 wrk(url, 10, 2, script)  # warm-up
-            results: dict[str, object] = {"upstream": upstream_kind}
+            results: dict[str, Any] = {"upstream": upstream_kind}
             # Variants interleaved over several rounds, median per variant: a burst of load from
             # elsewhere on a shared machine then hits one round of every variant, not one variant.
             rounds: dict[str, list[dict[str, float]]] = {}
@@ -134,18 +146,24 @@ def main() -> None:
     c = args.connections
     print(f"upstream: {results['upstream']}   machine: {os.cpu_count()} cores")
     print(f"{'':12}{'p50 @1 (ms)':>14}{'added (ms)':>12}{f'req/s @{c}':>12}{'non-2xx':>9}")
-    base = results["none_c1"]["p50_ms"]  # type: ignore[index]
+    base = results["none_c1"]["p50_ms"]
     for name in variants:
         one, many = results[f"{name}_c1"], results[f"{name}_c{c}"]
-        print(f"{name:12}{one['p50_ms']:14.3f}{one['p50_ms'] - base:12.3f}{many['rps']:12.0f}"  # type: ignore[index]
-              f"{one['non_2xx'] + many['non_2xx']:9d}")  # type: ignore[index]
-    share = results[f"redis_c{c}"]["rps"] / results[f"memory_c{c}"]["rps"]  # type: ignore[index]
-    print(f"redis vs memory: added p50 {results['redis_c1']['p50_ms'] - results['memory_c1']['p50_ms']:.3f} ms, "  # type: ignore[index]
-          f"throughput {share:.0%} of in-memory; one redis-py PING round trip: p50 {results['redis_ping_p50_ms']:.3f} ms")
+        print(
+            f"{name:12}{one['p50_ms']:14.3f}{one['p50_ms'] - base:12.3f}{many['rps']:12.0f}"
+            f"{one['non_2xx'] + many['non_2xx']:9d}"
+        )
+    share = results[f"redis_c{c}"]["rps"] / results[f"memory_c{c}"]["rps"]
+    print(
+        f"redis vs memory: added p50 {results['redis_c1']['p50_ms'] - results['memory_c1']['p50_ms']:.3f} ms, "
+        f"throughput {share:.0%} of in-memory; one redis-py PING round trip: p50 {results['redis_ping_p50_ms']:.3f} ms"
+    )
     if args.quota:
-        q = results[f"quota-redis_c{c}"]["rps"] / results[f"quota_c{c}"]["rps"]  # type: ignore[index]
-        print(f"deployment quota: memory adds {results['quota_c1']['p50_ms'] - base:.3f} ms p50, Redis "  # type: ignore[index]
-              f"{results['quota-redis_c1']['p50_ms'] - base:.3f} ms; Redis throughput {q:.0%} of memory")  # type: ignore[index]
+        q = results[f"quota-redis_c{c}"]["rps"] / results[f"quota_c{c}"]["rps"]
+        print(
+            f"deployment quota: memory adds {results['quota_c1']['p50_ms'] - base:.3f} ms p50, Redis "
+            f"{results['quota-redis_c1']['p50_ms'] - base:.3f} ms; Redis throughput {q:.0%} of memory"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

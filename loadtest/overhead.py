@@ -25,17 +25,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from gateway.keys import hash_key
 
 KEY = "sk-bench"
 REQUEST = {"model": "bench", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
-CANNED = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "bench-upstream",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi there, how can I help?"},
-                 "logprobs": None, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 9, "total_tokens": 17, "completion_tokens": 8},
-}, separators=(",", ":"))
+CANNED = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "bench-upstream",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi there, how can I help?"},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "total_tokens": 17, "completion_tokens": 8},
+    },
+    separators=(",", ":"),
+)
 
 
 def free_port() -> int:
@@ -71,9 +84,14 @@ http {{
     location /v1/models {{ default_type application/json; return 200 '{{"object":"list","data":[]}}'; }}
   }}
 }}""")
-        return subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp)], stderr=subprocess.DEVNULL), "nginx (canned JSON)"
-    proc = subprocess.Popen([sys.executable, "-m", "loadtest.engine", "--port", str(port), "--profile", "vllm"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", str(tmp)], stderr=subprocess.DEVNULL
+        ), "nginx (canned JSON)"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.engine", "--port", str(port), "--profile", "vllm"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc, "simulated engine (zero delay)"
 
 
@@ -105,8 +123,11 @@ sha256 = "{hash_key(KEY)}"
 def start_gateway(tmp: Path, port: int, upstream_port: int, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
     conf = tmp / "gateway.toml"
     write_config(conf, port, upstream_port)
-    return subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(conf), *extra_args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(conf), *extra_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def write_wrk_script(tmp: Path) -> Path:
@@ -121,13 +142,22 @@ def write_wrk_script(tmp: Path) -> Path:
 def wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk printed no Requests/sec line:\n{out}")
+    rps = float(found.group(1))
     pct = {p: _ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct.get("50", float("nan")), "p99_ms": pct.get("99", float("nan")),
-            "non_2xx": int(errors.group(1)) if errors else 0}
+    return {
+        "rps": rps,
+        "p50_ms": pct.get("50", float("nan")),
+        "p99_ms": pct.get("99", float("nan")),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
 
 
 def _ms(value: str, unit: str) -> float:
@@ -148,16 +178,29 @@ def main() -> None:
         up_port, gw_port, bare_port = free_port(), free_port(), free_port()
         upstream, upstream_kind = start_upstream(tmp, up_port)
         gateway = start_gateway(tmp, gw_port, up_port)
-        bare = subprocess.Popen([sys.executable, "-m", "loadtest.bare_proxy", "--port", str(bare_port),
-                                 "--upstream", f"http://127.0.0.1:{up_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        urls = {name: f"http://127.0.0.1:{port}/v1/chat/completions"
-                for name, port in (("direct", up_port), ("bare", bare_port), ("gateway", gw_port))}
+        bare = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loadtest.bare_proxy",
+                "--port",
+                str(bare_port),
+                "--upstream",
+                f"http://127.0.0.1:{up_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        urls = {
+            name: f"http://127.0.0.1:{port}/v1/chat/completions"
+            for name, port in (("direct", up_port), ("bare", bare_port), ("gateway", gw_port))
+        }
         try:
             for port in (up_port, gw_port, bare_port):
                 wait_port(port)
             for name in ("bare", "gateway"):
                 wrk(urls[name], 10, 2, script)  # warm-up: connection pools, caches
-            results: dict[str, object] = {"upstream": upstream_kind}
+            results: dict[str, Any] = {"upstream": upstream_kind}
             for conns in (1, args.connections):
                 for name, url in urls.items():
                     results[f"{name}_c{conns}"] = wrk(url, conns, args.duration, script)
@@ -171,11 +214,20 @@ def main() -> None:
     bare_added = r["bare_c1"]["p50_ms"] - r["direct_c1"]["p50_ms"]
     print(f"upstream: {r['upstream']}   machine: {os.cpu_count()} cores")
     print(f"{'':22}{'direct':>12}{'bare aiohttp':>14}{'switchyard':>14}")
-    print(f"{'p50 @1 conn (ms)':22}" + "".join(f"{r[f'{n}_c1']['p50_ms']:{w}.3f}" for n, w in (("direct", 12), ("bare", 14), ("gateway", 14)))
-          + f"   added: bare {bare_added:.3f} ms, switchyard {added:.3f} ms")
-    print(f"{'p99 @1 conn (ms)':22}" + "".join(f"{r[f'{n}_c1']['p99_ms']:{w}.3f}" for n, w in (("direct", 12), ("bare", 14), ("gateway", 14))))
-    print(f"{f'req/s @{c} conn':22}" + "".join(f"{r[f'{n}_c{c}']['rps']:{w}.0f}" for n, w in (("direct", 12), ("bare", 14), ("gateway", 14)))
-          + f"   switchyard/bare {r[f'gateway_c{c}']['rps'] / r[f'bare_c{c}']['rps']:.2f}")
+    print(
+        f"{'p50 @1 conn (ms)':22}"
+        + "".join(f"{r[f'{n}_c1']['p50_ms']:{w}.3f}" for n, w in (("direct", 12), ("bare", 14), ("gateway", 14)))
+        + f"   added: bare {bare_added:.3f} ms, switchyard {added:.3f} ms"
+    )
+    print(
+        f"{'p99 @1 conn (ms)':22}"
+        + "".join(f"{r[f'{n}_c1']['p99_ms']:{w}.3f}" for n, w in (("direct", 12), ("bare", 14), ("gateway", 14)))
+    )
+    print(
+        f"{f'req/s @{c} conn':22}"
+        + "".join(f"{r[f'{n}_c{c}']['rps']:{w}.0f}" for n, w in (("direct", 12), ("bare", 14), ("gateway", 14)))
+        + f"   switchyard/bare {r[f'gateway_c{c}']['rps'] / r[f'bare_c{c}']['rps']:.2f}"
+    )
     bad = sum(v["non_2xx"] for v in results.values() if isinstance(v, dict))
     print(f"non-2xx responses: {bad}")
     if args.json:

@@ -32,8 +32,8 @@ import statistics
 import time
 from typing import Any
 
-import orjson
 import aiohttp
+import orjson
 
 from gateway.keys import hash_key
 from gateway.logs import configure_logging
@@ -45,24 +45,40 @@ KEY = "sk-routing-bench"
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
 
-
-
 def text(rng: random.Random, tokens: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(tokens * 4 // 6))  # ~4 bytes per token
 
 
-ENGINE = dict(prefill_s_per_token=0.00005, decode_base_s=0.01, decode_per_seq_s=0.0002, max_num_seqs=64,
-              kv_blocks=8192, prefix_cache_blocks=8192, output_tokens=24, output_tokens_max=48)
+ENGINE = dict(
+    prefill_s_per_token=0.00005,
+    decode_base_s=0.01,
+    decode_per_seq_s=0.0002,
+    max_num_seqs=64,
+    kv_blocks=8192,
+    prefix_cache_blocks=8192,
+    output_tokens=24,
+    output_tokens_max=48,
+)
 SYSTEM = "You are a meticulous software agent. " + text(random.Random(0), 600)
-TOOLS = [{"type": "function", "function": {"name": n, "description": "tool " + n,
-          "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}} for n in ("read", "grep", "run")]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": n,
+            "description": "tool " + n,
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+        },
+    }
+    for n in ("read", "grep", "run")
+]
 
 
 def raw_config(backends: list[dict[str, Any]], models: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "server": {"host": "127.0.0.1", "port": 0, "log_level": "error", "health_check_interval_s": 2},
         "load_signals": {"interval_s": 0.25, "stale_after_s": 1.0},
-        "backends": backends, "models": models,
+        "backends": backends,
+        "models": models,
         "teams": [{"name": "bench"}],
         "keys": [{"name": "bench", "team": "bench", "sha256": hash_key(KEY), "models": ["*"]}],
     }
@@ -75,8 +91,11 @@ async def turn(http: aiohttp.ClientSession, url: str, body: dict[str, Any], sess
     ttft = None
     parts: list[str] = []
     buf = b""
-    async with http.post(url, data=orjson.dumps(body), headers={"Authorization": f"Bearer {KEY}",
-                         "Content-Type": "application/json", "x-switchyard-session": session}) as resp:
+    async with http.post(
+        url,
+        data=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json", "x-switchyard-session": session},
+    ) as resp:
         assert resp.status == 200, await resp.text()
         async for data in resp.content.iter_any():
             buf += data
@@ -93,15 +112,33 @@ async def turn(http: aiohttp.ClientSession, url: str, body: dict[str, Any], sess
     return ttft or end, end, "".join(parts)
 
 
-async def agent(http: aiohttp.ClientSession, url: str, model: str, i: int, turns: int, think: tuple[float, float],
-                out: dict[str, list[float]], context_tokens: tuple[int, int] = (1500, 3000), scale: float = 1.0) -> None:
+async def agent(
+    http: aiohttp.ClientSession,
+    url: str,
+    model: str,
+    i: int,
+    turns: int,
+    think: tuple[float, float],
+    out: dict[str, list[float]],
+    context_tokens: tuple[int, int] = (1500, 3000),
+    scale: float = 1.0,
+) -> None:
     """`scale`: the engines' time_scale; latencies are recorded in simulated seconds (wall x scale)
     and think time is simulated too (wall = think / scale)."""
     rng = random.Random(1000 + i)
-    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM},
-                                      {"role": "user", "content": f"Document {i}: " + text(rng, rng.randint(*context_tokens))}]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"Document {i}: " + text(rng, rng.randint(*context_tokens))},
+    ]
     for _ in range(turns):
-        body = {"model": model, "messages": messages, "tools": TOOLS, "tool_choice": "none", "max_tokens": 48, "stream": True}
+        body = {
+            "model": model,
+            "messages": messages,
+            "tools": TOOLS,
+            "tool_choice": "none",
+            "max_tokens": 48,
+            "stream": True,
+        }
         ttft, whole, answer = await turn(http, url, body, f"agent-{i}")
         out["ttft"].append(ttft * scale)
         out["turn"].append(whole * scale)
@@ -110,15 +147,21 @@ async def agent(http: aiohttp.ClientSession, url: str, model: str, i: int, turns
         await asyncio.sleep(rng.uniform(*think) / scale)
 
 
-def pct(xs: list[float], q: float) -> float:
+def pct(xs: list[float], q: int) -> float:
     return statistics.quantiles(xs, n=100)[q - 1] if len(xs) > 1 else (xs[0] if xs else float("nan"))
 
 
-async def run_agents(policy: str, agents: int, turns: int, ramp_s: float, options: dict[str, Any], scale: float) -> dict[str, Any]:
+async def run_agents(
+    policy: str, agents: int, turns: int, ramp_s: float, options: dict[str, Any], scale: float
+) -> dict[str, Any]:
     engines = [await start_engine(EngineConfig(seed=i, time_scale=scale, **ENGINE), port=0) for i in range(4)]  # type: ignore[arg-type]
     backends = [{"name": f"gpu-{i}", "kind": "vllm", "url": e.url} for i, e in enumerate(engines)]
-    model = {"name": "llama", "policy": policy, "policy_options": options,
-             "deployments": [{"backend": b["name"], "model": "llama-8b"} for b in backends]}
+    model = {
+        "name": "llama",
+        "policy": policy,
+        "policy_options": options,
+        "deployments": [{"backend": b["name"], "model": "llama-8b"} for b in backends],
+    }
     gw = await start_gateway(to_config(raw_config(backends, [model])), port=0)
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     url = gw.url + "/chat/completions"
@@ -138,34 +181,68 @@ async def run_agents(policy: str, agents: int, turns: int, ramp_s: float, option
     await gw.stop()
     for e in engines:
         await e.stop()
-    return {"policy": policy, "hit_rate": hits / queries, "ttft_p50": pct(out["ttft"], 50), "ttft_p95": pct(out["ttft"], 95),
-            "turn_p50": pct(out["turn"], 50), "turn_p95": pct(out["turn"], 95), "requests": share, "wall_s": wall}
+    return {
+        "policy": policy,
+        "hit_rate": hits / queries,
+        "ttft_p50": pct(out["ttft"], 50),
+        "ttft_p95": pct(out["ttft"], 95),
+        "turn_p50": pct(out["turn"], 50),
+        "turn_p95": pct(out["turn"], 95),
+        "requests": share,
+        "wall_s": wall,
+    }
 
 
 async def run_burst(policy: str, agents: int, turns: int, spill: bool, scale: float, cap: int = 16) -> dict[str, Any]:
     local_engine = dict(ENGINE, max_num_seqs=16)
-    locals_ = [await start_engine(EngineConfig(seed=i, time_scale=scale, **local_engine), port=0)  # type: ignore[arg-type]
-               for i in range(2)]
-    remote = await start_engine(EngineConfig(profile="remote", seed=9, time_scale=scale, remote_latency_s=0.3, itl_s=0.005,
-                                             output_tokens=24, output_tokens_max=48,
-                                             price_per_input_token=0.15e-6, price_per_output_token=0.60e-6), port=0)
+    locals_ = [
+        await start_engine(EngineConfig(seed=i, time_scale=scale, **local_engine), port=0)  # type: ignore[arg-type]
+        for i in range(2)
+    ]
+    remote = await start_engine(
+        EngineConfig(
+            profile="remote",
+            seed=9,
+            time_scale=scale,
+            remote_latency_s=0.3,
+            itl_s=0.005,
+            output_tokens=24,
+            output_tokens_max=48,
+            price_per_input_token=0.15e-6,
+            price_per_output_token=0.60e-6,
+        ),
+        port=0,
+    )
     # With a remote to spill to, the local backends are capped at the engines' batch size (spill at
     # once); local only, the engines queue what is over (a cap would answer 503 instead).
-    backends = [{"name": f"gpu-{i}", "kind": "vllm", "url": e.url, **({"max_concurrency": cap} if spill else {})}
-                for i, e in enumerate(locals_)]
+    backends = [
+        {"name": f"gpu-{i}", "kind": "vllm", "url": e.url, **({"max_concurrency": cap} if spill else {})}
+        for i, e in enumerate(locals_)
+    ]
     backends.append({"name": "api", "kind": "openai", "url": remote.url})
     deps = [{"backend": f"gpu-{i}", "model": "llama-8b"} for i in range(2)]
     if spill:
         deps.append({"backend": "api", "model": "llama-8b"})
-    gw = await start_gateway(to_config(raw_config(backends, [{"name": "llama", "policy": policy, "deployments": deps}])), port=0)
+    gw = await start_gateway(
+        to_config(raw_config(backends, [{"name": "llama", "policy": policy, "deployments": deps}])), port=0
+    )
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     url = gw.url + "/chat/completions"
     out: dict[str, list[float]] = {"ttft": [], "turn": []}
-    await asyncio.gather(*(agent(http, url, "llama", i, turns, (0.0, 0.2), out, (300, 800), scale) for i in range(agents)))
+    await asyncio.gather(
+        *(agent(http, url, "llama", i, turns, (0.0, 0.2), out, (300, 800), scale) for i in range(agents))
+    )
     spills = gw.gateway.metrics.spillover.labels("llama")._value.get()
-    result = {"policy": policy + (" (spill to remote)" if spill else " (local only)"), "agents": agents,
-              "turn_p50": pct(out["turn"], 50), "turn_p95": pct(out["turn"], 95), "ttft_p95": pct(out["ttft"], 95),
-              "spills": spills, "remote_requests": remote.stats.requests_total, "remote_cost_usd": remote.stats.cost_usd}
+    result = {
+        "policy": policy + (" (spill to remote)" if spill else " (local only)"),
+        "agents": agents,
+        "turn_p50": pct(out["turn"], 50),
+        "turn_p95": pct(out["turn"], 95),
+        "ttft_p95": pct(out["ttft"], 95),
+        "spills": spills,
+        "remote_requests": remote.stats.requests_total,
+        "remote_cost_usd": remote.stats.cost_usd,
+    }
     await http.close()
     await gw.stop()
     for e in [*locals_, remote]:
@@ -184,12 +261,18 @@ async def main_async(args: argparse.Namespace) -> None:
         rows = []
         for p in args.policies.split(","):
             name, _, opts = p.partition(":")
-            rows.append(await run_agents(name, args.agents, args.turns, args.ramp_s, orjson.loads(opts) if opts else {}, args.time_scale))
+            rows.append(
+                await run_agents(
+                    name, args.agents, args.turns, args.ramp_s, orjson.loads(opts) if opts else {}, args.time_scale
+                )
+            )
             show(rows[-1:])
         base = rows[0]
         for r in rows[1:]:
-            print(f"{r['policy']}: hit rate x{r['hit_rate'] / base['hit_rate']:.2f}, "
-                  f"p50 TTFT {100 * (r['ttft_p50'] / base['ttft_p50'] - 1):+.0f}% vs {base['policy']}")
+            print(
+                f"{r['policy']}: hit rate x{r['hit_rate'] / base['hit_rate']:.2f}, "
+                f"p50 TTFT {100 * (r['ttft_p50'] / base['ttft_p50'] - 1):+.0f}% vs {base['policy']}"
+            )
     else:
         quiet = await run_burst("local-first", args.unloaded_agents, args.turns, True, args.time_scale, args.local_cap)
         show([quiet])
@@ -198,8 +281,10 @@ async def main_async(args: argparse.Namespace) -> None:
             rows.append(await run_burst(policy, args.agents, args.turns, spill, args.time_scale, args.local_cap))
             show(rows[-1:])
         for r in rows:
-            print(f"{r['policy']}: p95 turn latency {r['turn_p95'] / quiet['turn_p95']:.2f}x unloaded, "
-                  f"remote cost ${r['remote_cost_usd']:.4f}")
+            print(
+                f"{r['policy']}: p95 turn latency {r['turn_p95'] / quiet['turn_p95']:.2f}x unloaded, "
+                f"remote cost ${r['remote_cost_usd']:.4f}"
+            )
 
 
 def main() -> None:
@@ -208,15 +293,22 @@ def main() -> None:
     p.add_argument("--agents", type=int, default=None)
     p.add_argument("--turns", type=int, default=5)
     p.add_argument("--ramp-s", type=float, default=5.0)
-    p.add_argument("--time-scale", type=float, default=0.5,
-                   help="engines' time_scale (< 1: slower than real, so engine costs dominate this machine's CPU noise)")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.5,
+        help="engines' time_scale (< 1: slower than real, so engine costs dominate this machine's CPU noise)",
+    )
     p.add_argument("--unloaded-agents", type=int, default=4)
-    p.add_argument("--local-cap", type=int, default=16, help="burst: max_concurrency of each local backend (the engines batch 16)")
+    p.add_argument(
+        "--local-cap", type=int, default=16, help="burst: max_concurrency of each local backend (the engines batch 16)"
+    )
     p.add_argument("--policies", default="round-robin,least-active,session-affinity,prefix-aware")
     args = p.parse_args()
     args.agents = args.agents or (100 if args.scenario == "agents" else 4 * args.local_cap)  # burst: 2x local capacity
     try:
         import uvloop
+
         uvloop.run(main_async(args))
     except ImportError:
         asyncio.run(main_async(args))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.keys import hash_key
 from loadtest.overhead import free_port, wait_port
@@ -51,7 +52,8 @@ class Totals:
 
 def write_config(path: Path, port: int, engine_ports: list[int]) -> None:
     backends = "".join(
-        f'[[backends]]\nname = "e{i}"\nkind = "vllm"\nurl = "http://127.0.0.1:{p}/v1"\n' for i, p in enumerate(engine_ports)
+        f'[[backends]]\nname = "e{i}"\nkind = "vllm"\nurl = "http://127.0.0.1:{p}/v1"\n'
+        for i, p in enumerate(engine_ports)
     )
     deployments = ", ".join(f'{{ backend = "e{i}", model = "soak-upstream" }}' for i in range(len(engine_ports)))
     path.write_text(
@@ -64,7 +66,7 @@ def write_config(path: Path, port: int, engine_ports: list[int]) -> None:
 
 async def agent(client: AsyncOpenAI, n: int, turns: int, stop: asyncio.Event, totals: Totals) -> None:
     """One agent session: a conversation growing turn by turn, every answer streamed."""
-    history: list[dict[str, str]] = []
+    history: list[ChatCompletionMessageParam] = []
     turn = 0
     while not stop.is_set():
         if turn % turns == 0:
@@ -73,7 +75,10 @@ async def agent(client: AsyncOpenAI, n: int, turns: int, stop: asyncio.Event, to
         text: list[str] = []
         try:
             stream = await client.chat.completions.create(
-                model="agent", messages=history, stream=True, max_tokens=48,  # type: ignore[arg-type]
+                model="agent",
+                messages=history,
+                stream=True,
+                max_tokens=48,
                 extra_headers={"x-switchyard-session": f"soak-{n}-{turn // turns}"},
             )
             async for chunk in stream:
@@ -97,8 +102,10 @@ def summarize(samples: list[tuple[float, int]], warmup_frac: float) -> dict[str,
     k = max(1, len(after) // 10)
     first, last = sum(after[:k]) / k, sum(after[-k:]) / k
     return {
-        "rss_start_mib": samples[0][1] / 2**20, "rss_after_warmup_mib": first / 2**20,
-        "rss_end_mib": last / 2**20, "rss_max_mib": max(s[1] for s in samples) / 2**20,
+        "rss_start_mib": samples[0][1] / 2**20,
+        "rss_after_warmup_mib": first / 2**20,
+        "rss_end_mib": last / 2**20,
+        "rss_max_mib": max(s[1] for s in samples) / 2**20,
         "growth_after_warmup_pct": 100.0 * (last - first) / first,
     }
 
@@ -111,14 +118,33 @@ async def soak(minutes: float, concurrency: int, sample_s: float, turns: int, wa
         write_config(tmp / "soak.toml", port, engine_ports)
         engines = [
             subprocess.Popen(
-                [sys.executable, "-m", "loadtest.engine", "--port", str(p), "--seed", str(i), "--itl", "0.01",
-                 "--output-tokens", "24", "--output-tokens-max", "48", "--served-model-name", "soak-upstream"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "loadtest.engine",
+                    "--port",
+                    str(p),
+                    "--seed",
+                    str(i),
+                    "--itl",
+                    "0.01",
+                    "--output-tokens",
+                    "24",
+                    "--output-tokens-max",
+                    "48",
+                    "--served-model-name",
+                    "soak-upstream",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             for i, p in enumerate(engine_ports)
         ]
-        gw = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(tmp / "soak.toml")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        gw = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(tmp / "soak.toml")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             for p in [*engine_ports, port]:
                 await asyncio.to_thread(wait_port, p)
@@ -143,9 +169,14 @@ async def soak(minutes: float, concurrency: int, sample_s: float, turns: int, wa
             for proc in (gw, *engines):
                 proc.wait(timeout=10)
     return {
-        "minutes": minutes, "concurrency": concurrency, "cpus": os.cpu_count(),
-        "requests": totals.requests, "errors": totals.errors, "error_kinds": totals.error_kinds,
-        "chunks": totals.chunks, **summarize(samples, warmup_frac),
+        "minutes": minutes,
+        "concurrency": concurrency,
+        "cpus": os.cpu_count(),
+        "requests": totals.requests,
+        "errors": totals.errors,
+        "error_kinds": totals.error_kinds,
+        "chunks": totals.chunks,
+        **summarize(samples, warmup_frac),
         "samples": [(t, round(rss / 2**20, 2)) for t, rss in samples],
     }
 
@@ -164,8 +195,10 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=1))
     print(f"soak: {result['minutes']} min, {result['concurrency']} agents, {result['cpus']} cores")
     print(f"requests {result['requests']}  errors {result['errors']} {result['error_kinds']}")
-    print(f"RSS MiB: start {result['rss_start_mib']:.1f}  after warm-up {result['rss_after_warmup_mib']:.1f}  "
-          f"end {result['rss_end_mib']:.1f}  max {result['rss_max_mib']:.1f}")
+    print(
+        f"RSS MiB: start {result['rss_start_mib']:.1f}  after warm-up {result['rss_after_warmup_mib']:.1f}  "
+        f"end {result['rss_end_mib']:.1f}  max {result['rss_max_mib']:.1f}"
+    )
     print(f"growth after warm-up: {result['growth_after_warmup_pct']:+.2f}% (target < 5%)")
 
 

@@ -21,8 +21,9 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from loadtest.overhead import free_port, start_gateway, start_upstream, wait_port, wrk, write_wrk_script
+from loadtest.overhead import free_port, start_gateway, start_upstream, wait_port, write_wrk_script, wrk
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install -y wrk")
-    results: dict[str, object] = {"cpus": os.cpu_count(), "connections": args.connections}
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "connections": args.connections}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         script = write_wrk_script(tmp)
@@ -50,7 +51,7 @@ def main() -> None:
                     wait_port(port)
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
                     wrk(url, args.connections, 2, script)  # warm-up: every worker's pools
-                    results.setdefault(f"runs_{n}", []).append(wrk(url, args.connections, args.duration, script))  # type: ignore[union-attr]
+                    results.setdefault(f"runs_{n}", []).append(wrk(url, args.connections, args.duration, script))
                 finally:
                     gw.send_signal(signal.SIGTERM)
                     gw.wait(timeout=15)
@@ -58,15 +59,17 @@ def main() -> None:
             upstream.send_signal(signal.SIGTERM)
             upstream.wait(timeout=10)
     for n in range(1, args.max_workers + 1):
-        runs = sorted(results[f"runs_{n}"], key=lambda r: r["rps"])  # type: ignore[arg-type,index]
+        runs = sorted(results[f"runs_{n}"], key=lambda r: r["rps"])
         results[f"workers_{n}"] = runs[len(runs) // 2]
-    base = results["workers_1"]["rps"]  # type: ignore[index]
+    base = results["workers_1"]["rps"]
     print(f"upstream: {results['upstream']}   machine: {results['cpus']} cores   {args.connections} connections")
     for n in range(1, args.max_workers + 1):
         r = results[f"workers_{n}"]
-        every = " ".join(f"{x['rps']:.0f}" for x in results[f"runs_{n}"])  # type: ignore[union-attr,index]
-        print(f"workers={n}: median {r['rps']:8.0f} req/s  p99 {r['p99_ms']:7.2f} ms  x{r['rps'] / base:.2f}"  # type: ignore[index]
-              f"  non-2xx {r['non_2xx']}  (rounds: {every})")  # type: ignore[index]
+        every = " ".join(f"{x['rps']:.0f}" for x in results[f"runs_{n}"])
+        print(
+            f"workers={n}: median {r['rps']:8.0f} req/s  p99 {r['p99_ms']:7.2f} ms  x{r['rps'] / base:.2f}"
+            f"  non-2xx {r['non_2xx']}  (rounds: {every})"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

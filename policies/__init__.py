@@ -36,5 +36,13 @@ def policy_options(name: str, options: dict[str, Any] | None = None) -> BaseMode
     return model.model_validate(options or {})
 
 
-def make_policy(name: str, options: dict[str, Any] | None = None, *, alias: str = "", metrics: Any = None) -> Policy:
-    return POLICIES[name](policy_options(name, options), alias=alias, metrics=metrics)  # type: ignore[call-arg]
+def make_policy(
+    name: str,
+    options: dict[str, Any] | None = None,
+    *,
+    alias: str = "",
+    metrics: Any = None,
+    weights: dict[str, float] | None = None,
+) -> Policy:
+    """`weights`: deployment name -> the alias's weight for it (policies that weigh read it)."""
+    return POLICIES[name](policy_options(name, options), alias=alias, metrics=metrics, weights=weights or {})  # type: ignore[call-arg]

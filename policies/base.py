@@ -7,7 +7,8 @@ starts on, and finishes with, the chosen deployment (finish = the response body 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from backends.deployment import Deployment
@@ -23,7 +24,15 @@ class Policy(Protocol):
 
 
 class BasePolicy:
-    """Default no-op hooks, so a policy only writes `choose`."""
+    """Default no-op hooks, so a policy only writes `choose`.
+
+    `weights`: the alias's weight per deployment name (`models[].deployments[].weight`, default 1);
+    weights belong to the route, since one deployment may serve several aliases."""
+
+    weights: "Mapping[str, float]" = {}
+
+    def weight(self, d: "Deployment") -> float:
+        return self.weights.get(d.name, 1.0)
 
     def on_start(self, deployment: "Deployment", ctx: "RequestContext") -> None:
         return None

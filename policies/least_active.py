@@ -8,7 +8,8 @@ gateway's own in-flight count, which drops when the response body ends, not when
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from policies.base import BasePolicy
 
@@ -18,8 +19,16 @@ if TYPE_CHECKING:
 
 
 class LeastActive(BasePolicy):
-    def __init__(self, options: object = None, rng: random.Random | None = None, **_: object) -> None:
+    def __init__(
+        self,
+        options: object = None,
+        rng: random.Random | None = None,
+        *,
+        weights: Mapping[str, float] | None = None,
+        **_: object,
+    ) -> None:
         self._rng = rng or random.Random()
+        self.weights = weights or {}
 
     def choose(self, candidates: Sequence["Deployment"], ctx: "RequestContext") -> "Deployment":
         if len(candidates) == 1:
@@ -27,7 +36,7 @@ class LeastActive(BasePolicy):
         best: list["Deployment"] = []
         best_score = float("inf")
         for d in candidates:
-            score = (d.active + 1) / d.weight
+            score = (d.active + 1) / self.weight(d)
             if score < best_score:
                 best_score, best = score, [d]
             elif score == best_score:

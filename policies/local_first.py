@@ -12,7 +12,8 @@ least loaded local engine takes the request (a queue beats a refusal).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from policies.base import BasePolicy
 from policies.options import LocalFirstOptions
@@ -25,17 +26,28 @@ if TYPE_CHECKING:
 class LocalFirst(BasePolicy):
     options_model = LocalFirstOptions
 
-    def __init__(self, options: LocalFirstOptions | None = None, *, alias: str = "", metrics: Any = None, **_: object) -> None:
+    def __init__(
+        self,
+        options: LocalFirstOptions | None = None,
+        *,
+        alias: str = "",
+        metrics: Any = None,
+        weights: Any = None,
+        **_: object,
+    ) -> None:
         from policies import make_policy
 
         self.opts = options or LocalFirstOptions()
         self._alias, self._metrics = alias, metrics
-        self._then = make_policy(self.opts.then, alias=alias, metrics=metrics)
+        self._then = make_policy(self.opts.then, alias=alias, metrics=metrics, weights=weights)
 
     def saturated(self, d: "Deployment") -> bool:
         load = d.load()
-        return (load.stale or load.waiting > self.opts.max_waiting
-                or (load.kv_usage is not None and load.kv_usage >= self.opts.max_kv_usage))
+        return (
+            load.stale
+            or load.waiting > self.opts.max_waiting
+            or (load.kv_usage is not None and load.kv_usage >= self.opts.max_kv_usage)
+        )
 
     def choose(self, candidates: Sequence["Deployment"], ctx: "RequestContext") -> "Deployment":
         local = [d for d in candidates if d.backend.local]

@@ -25,7 +25,8 @@ import hashlib
 import random
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -59,7 +60,7 @@ def block_hashes(data: bytes, block: int) -> list[bytes]:
     out: list[bytes] = []
     h = b""
     for off in range(0, len(data) - block + 1, block):
-        h = hashlib.blake2b(h + data[off:off + block], digest_size=8).digest()
+        h = hashlib.blake2b(h + data[off : off + block], digest_size=8).digest()
         out.append(h)
     return out
 
@@ -67,8 +68,16 @@ def block_hashes(data: bytes, block: int) -> list[bytes]:
 class PrefixAware(BasePolicy):
     options_model = PrefixAwareOptions
 
-    def __init__(self, options: PrefixAwareOptions | None = None, *, alias: str = "", metrics: Any = None,
-                 clock: Any = time.monotonic, rng: random.Random | None = None, **_: object) -> None:
+    def __init__(
+        self,
+        options: PrefixAwareOptions | None = None,
+        *,
+        alias: str = "",
+        metrics: Any = None,
+        clock: Any = time.monotonic,
+        rng: random.Random | None = None,
+        **_: object,
+    ) -> None:
         self.opts = options or PrefixAwareOptions()
         self._alias, self._metrics = alias, metrics
         self._clock = clock

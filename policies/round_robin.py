@@ -9,7 +9,8 @@ that drops out is skipped and the rotation continues over the others.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from policies.base import BasePolicy
 

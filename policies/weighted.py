@@ -7,7 +7,8 @@ always takes the heaviest idle deployment; a busy deployment's share drops with 
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from policies.base import BasePolicy
 from policies.options import NoOptions
@@ -20,11 +21,19 @@ if TYPE_CHECKING:
 class Weighted(BasePolicy):
     options_model = NoOptions
 
-    def __init__(self, options: NoOptions | None = None, rng: random.Random | None = None, **_: object) -> None:
+    def __init__(
+        self,
+        options: NoOptions | None = None,
+        rng: random.Random | None = None,
+        *,
+        weights: Mapping[str, float] | None = None,
+        **_: object,
+    ) -> None:
         self._rng = rng or random.Random()
+        self.weights = weights or {}
 
     def choose(self, candidates: Sequence["Deployment"], ctx: "RequestContext") -> "Deployment":
         if len(candidates) == 1:
             return candidates[0]
-        scores = [d.weight / (d.active + 1) for d in candidates]
+        scores = [self.weight(d) / (d.active + 1) for d in candidates]
         return self._rng.choices(candidates, weights=scores)[0]

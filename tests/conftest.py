@@ -1,9 +1,16 @@
-"""Shared fixtures: simulated engines on loopback, a gateway in front of them, the openai SDK."""
+"""Shared fixtures: simulated engines on loopback, a gateway in front of them, the openai SDK.
+
+Parallel-safe (pytest-xdist): every server binds port 0 (or a free port), files go under tmp_path,
+Redis keys carry a random prefix per test, and each xdist worker uses its own Redis database."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import openai.resources  # noqa: F401  (see below)
 import pytest
 from aiohttp import web
 from openai import AsyncOpenAI
@@ -12,6 +19,23 @@ from gateway.config import Config, parse_config
 from gateway.keys import hash_key
 from gateway.server import RunningGateway, start_gateway
 from loadtest.engine import EngineConfig, SimEngine, start_engine
+
+# `import openai.resources` above: the SDK imports its ~650 pydantic models lazily, on a client's first
+# `.chat`. That is ~0.6 s of CPU (seconds on a loaded machine) which would otherwise land inside the
+# first timed request of every test process (xdist worker), e.g. a `< 1.5 s` hedging bound.
+
+
+def _redis_db_per_worker() -> None:
+    """$REDIS_URL's database becomes 1 + the worker's number (gw0 -> /1, gw1 -> /2 ...; 16 databases,
+    so past 15 workers two share one, still apart by key prefix). Set here, at import in each worker,
+    before any test module reads $REDIS_URL."""
+    worker, url = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("REDIS_URL")
+    if not worker or not url or not worker.startswith("gw"):
+        return
+    os.environ["REDIS_URL"] = urlunsplit(urlsplit(url)._replace(path=f"/{1 + int(worker[2:]) % 15}"))
+
+
+_redis_db_per_worker()
 
 KEY_ALL = "sk-test-all-models"  # team "research", every model
 KEY_CHAT = "sk-test-chat-only"  # team "ops", only "chat"
@@ -26,7 +50,10 @@ def gateway_config(engines: list[SimEngine], **server: Any) -> dict[str, Any]:
             {"name": f"e{i}", "kind": "vllm", "url": e.url, "api_key": BACKEND_KEY} for i, e in enumerate(engines)
         ],
         "models": [
-            {"name": "chat", "deployments": [{"backend": f"e{i}", "model": "upstream-llama"} for i in range(len(engines))]},
+            {
+                "name": "chat",
+                "deployments": [{"backend": f"e{i}", "model": "upstream-llama"} for i in range(len(engines))],
+            },
             {"name": "embed", "deployments": [{"backend": "e0", "model": "upstream-embedder"}]},
         ],
         "teams": [{"name": "research"}, {"name": "ops"}],
@@ -39,6 +66,7 @@ def gateway_config(engines: list[SimEngine], **server: Any) -> dict[str, Any]:
 
 def to_config(raw: dict[str, Any]) -> Config:
     import orjson
+
     return parse_config(orjson.dumps(raw).decode(), fmt="yaml", env={})  # JSON is YAML
 
 
@@ -91,14 +119,12 @@ def client(gateway: RunningGateway) -> AsyncOpenAI:
 
 
 @pytest.fixture
-async def loopback_receiver() -> AsyncIterator[Callable[..., Any]]:
-    """Start a small HTTP server on loopback that hands POSTs to `handler` (a webhook target, an
-    OTLP collector ...): `base = await loopback_receiver("/path", handler)`; stopped after the test."""
+async def loopback_app() -> AsyncIterator[Callable[[web.Application], Any]]:
+    """Serve an aiohttp app on loopback: `base = await loopback_app(app)` ("http://127.0.0.1:PORT");
+    stopped after the test."""
     runners: list[web.AppRunner] = []
 
-    async def start(path: str, handler: Callable[[web.Request], Any]) -> str:
-        app = web.Application()
-        app.router.add_post(path, handler)
+    async def start(app: web.Application) -> str:
         runner = web.AppRunner(app)
         await runner.setup()
         runners.append(runner)
@@ -108,3 +134,36 @@ async def loopback_receiver() -> AsyncIterator[Callable[..., Any]]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+def loopback_receiver(loopback_app: Callable[[web.Application], Any]) -> Callable[..., Any]:
+    """A small HTTP server on loopback that hands POSTs to `handler` (a webhook target, an OTLP
+    collector ...): `base = await loopback_receiver("/path", handler)`; stopped after the test."""
+
+    async def start(path: str, handler: Callable[[web.Request], Any]) -> str:
+        app = web.Application()
+        app.router.add_post(path, handler)
+        return await loopback_app(app)
+
+    return start
+
+
+async def _no_models(_: web.Request) -> web.Response:
+    return web.json_response({"data": []})
+
+
+@pytest.fixture
+def fake_upstream(loopback_app: Callable[[web.Application], Any]) -> Callable[..., Any]:
+    """A hand-written upstream engine on loopback: `url = await fake_upstream(handler)` (the base URL,
+    ending in /v1) sends POSTs to chat completions, Messages and Responses to `handler`; GET
+    /v1/models answers an empty list. For faults no real engine makes on demand."""
+
+    async def start(handler: Callable[[web.Request], Any]) -> str:
+        app = web.Application()
+        for path in ("/v1/chat/completions", "/v1/messages", "/v1/responses"):
+            app.router.add_post(path, handler)
+        app.router.add_get("/v1/models", _no_models)
+        return await loopback_app(app) + "/v1"
+
+    return start

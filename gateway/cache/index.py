@@ -14,7 +14,7 @@ import numpy as np
 try:  # optional: part of the `semantic` extra
     import faiss
 except ImportError:  # pragma: no cover - exercised only without the extra
-    faiss = None
+    faiss = None  # type: ignore[assignment]
 
 
 def single_threaded() -> None:

@@ -32,14 +32,23 @@ def answer_fields(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def scope_id(scope: str, team: str, key_name: str, session_id: str | None) -> str | None:
-    """Who shares entries; None when the scope cannot be told (session scope without a session)."""
+    """Who shares entries; None when the scope cannot be told (session scope without a session).
+
+    Every scope but `global` names the team, `key` also the key and `session` the team, the key and
+    the session id: a session id is chosen by the client, so on its own it would let any caller
+    that guesses (or picks) another team's id read that team's answers. The parts are serialized as
+    a JSON list and hashed, so no value can pose as another (`a|b` + `c` vs `a` + `b|c`)."""
     if scope == "global":
         return "g"
     if scope == "team":
-        return "t:" + team
-    if scope == "key":
-        return "k:" + key_name
-    return "s:" + session_id if session_id else None
+        parts = [team]
+    elif scope == "key":
+        parts = [team, key_name]
+    elif session_id:
+        parts = [team, key_name, session_id]
+    else:
+        return None
+    return scope[0] + ":" + blake2b(orjson.dumps(parts), digest_size=16).hexdigest()
 
 
 def namespace(model: str, team: str, scope: str) -> str:

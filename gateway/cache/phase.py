@@ -42,6 +42,7 @@ CONTROLS = frozenset({"no-cache", "no-store", "refresh"})
 STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError)
 try:
     from redis.exceptions import RedisError
+
     STORE_ERRORS = (*STORE_ERRORS, RedisError)
 except ImportError:  # pragma: no cover
     pass
@@ -57,6 +58,20 @@ class _Pending:
     partition: str | None = None
     text: str | None = None
     vec: "np.ndarray | None" = None
+    # The answer as it went to the client (this object is the request's ResponseTap).
+    parts: "list[bytes] | None" = None
+    body: bytes | None = None
+
+    def on_events(self, data: bytes, count: int) -> None:
+        if self.parts is None:
+            self.parts = []
+        self.parts.append(data)
+
+    def on_body(self, body: bytes) -> None:
+        self.body = body
+
+    def answer(self) -> bytes | None:
+        return self.body if self.body is not None else (b"".join(self.parts) if self.parts is not None else None)
 
 
 def controls(headers: Any) -> frozenset[str]:
@@ -65,8 +80,10 @@ def controls(headers: Any) -> frozenset[str]:
     asked = {v.strip().lower() for v in headers.get(HEADER, "").split(",") if v.strip()}
     unknown = asked - CONTROLS
     if unknown:
-        raise bad_request(f"Unknown {HEADER} value {sorted(unknown)[0]!r}; expected no-cache, no-store or refresh.",
-                          code="invalid_cache_control")
+        raise bad_request(
+            f"Unknown {HEADER} value {sorted(unknown)[0]!r}; expected no-cache, no-store or refresh.",
+            code="invalid_cache_control",
+        )
     cc = {v.strip().lower() for v in headers.get("Cache-Control", "").split(",")}
     return frozenset(asked | (cc & {"no-cache", "no-store"}))
 
@@ -87,11 +104,11 @@ class CachePhase:
 
     def __init__(self, gw: "Gateway", config: CacheConfig) -> None:
         self.gw, self.config = gw, config
-        self.metrics = CacheMetrics(gw.metrics)
+        self.metrics = gw.metrics.extension("cache", CacheMetrics)  # one set per registry, across reloads
         self.store: Store
         if config.store == "redis":
             if gw.redis is None:
-                raise ValueError("cache.store = \"redis\" needs a [redis] section")
+                raise ValueError('cache.store = "redis" needs a [redis] section')
             self.store = RedisStore(gw.redis, gw.config.redis.key_prefix if gw.config.redis else "switchyard:")
         else:
             self.store = MemoryStore(config.max_bytes)
@@ -106,7 +123,9 @@ class CachePhase:
 
             if config.embedder == "local":
                 if not semantic_available():
-                    raise ValueError("the semantic cache needs the `semantic` extra: pip install 'switchyard[semantic]'")
+                    raise ValueError(
+                        "the semantic cache needs the `semantic` extra: pip install 'switchyard[semantic]'"
+                    )
                 embedder: "LocalEmbedder | GatewayEmbedder" = LocalEmbedder()
             elif gw.router.get(config.embedder) is None:
                 raise ValueError(f"cache.embedder: no model named {config.embedder!r} (or `local`)")
@@ -123,18 +142,21 @@ class CachePhase:
             return None
         asked = controls(ctx.request_headers)
         if not s.cache_nondeterministic and nondeterministic(ctx.payload):
-            return self._bypass(ctx, "nondeterministic")
+            self._bypass(ctx, "nondeterministic")
+            return None
         p = ctx.principal
         assert p is not None
         scope = keys.scope_id(s.scope, p.team, p.key_name, ctx.session_id)
         if scope is None:
-            return self._bypass(ctx, "no_scope")
+            self._bypass(ctx, "no_scope")
+            return None
         fields = keys.answer_fields(ctx.payload)
         team = "" if s.scope == "global" else p.team  # global entries belong to no team
         pending = _Pending(s, keys.namespace(ctx.model, team, s.scope), keys.exact_key(ctx.endpoint, scope, fields))
         look = not (asked & {"no-cache", "refresh"})
         if not look and "no-store" in asked:
-            return self._bypass(ctx, "header")
+            self._bypass(ctx, "header")
+            return None
         if look and s.exact:
             t0 = time.perf_counter()
             body = await self._get(pending)
@@ -142,37 +164,47 @@ class CachePhase:
             if body is not None:
                 return self._hit(ctx, s, body, "exact", None)
         if s.semantic and self.semantic is not None and self.semantic.ready and ctx.endpoint == "chat":
-            pending.text = keys.last_user_text(ctx.payload["messages"])
+            text = keys.last_user_text(ctx.payload["messages"])
+            # Longer texts: the embedding sees only their first 256 tokens (two prompts differing
+            # past that would match), and the index would keep client text of any size.
+            pending.text = text if text is not None and len(text) <= self.config.semantic_max_chars else None
             if pending.text is not None:
                 pending.partition = keys.semantic_partition(ctx.endpoint, scope, fields)
                 match = await self._semantic_lookup(pending, look)
                 if match is not None:
                     return self._hit(ctx, s, match.body, "semantic", match.similarity)
         if not look:
-            return self._bypass(ctx, "header", pending)
+            self._bypass(ctx, "header", pending)
+            return None
         self.metrics.count(self.metrics.misses, ctx.model)
-        ctx.cache_status = "miss"
+        ctx.log_fields["cache"] = "miss"
         ctx.response_headers[HEADER] = "miss"
         if "no-store" not in asked:
-            ctx.capture_body = True
-            ctx.cache_state = pending
+            self._watch(ctx, pending)
         return None
+
+    def _watch(self, ctx: RequestContext, pending: _Pending) -> None:
+        """Keep the answer's bytes as they go to the client, to store them in on_complete."""
+        ctx.taps.append(pending)
+        ctx.phase_state[self.name] = pending
 
     async def _get(self, pending: _Pending) -> bytes | None:
         try:
             return await self.store.get(pending.ns, pending.key)
         except STORE_ERRORS as e:  # a cache that is down is a miss, never a failed request
-            self.gw.log.warning("cache_store_error", op="get", error=str(e))
+            self.gw.log.warning("cache_store_error", op="get", exc_info=e)
             return None
 
     async def _semantic_lookup(self, pending: _Pending, look: bool) -> Any:
         assert self.semantic is not None and pending.text is not None and pending.partition is not None
         t0 = time.perf_counter()
         try:
-            pending.vec, match = await asyncio.wait_for(self.semantic.query(
-                pending.text, pending.partition if look else None, pending.settings.threshold), self.config.semantic_timeout_s)
+            async with asyncio.timeout(self.config.semantic_timeout_s):
+                pending.vec, match = await self.semantic.query(
+                    pending.text, pending.partition if look else None, pending.settings.threshold
+                )
         except Exception as e:  # the embedder failing or slow costs the hit, not the request
-            self.gw.log.warning("cache_semantic_error", error=str(e) or type(e).__name__)
+            self.gw.log.warning("cache_semantic_error", exc_info=e)
             pending.vec = None
             return None
         self.metrics.m._child(self.metrics.lookup, "semantic").observe(time.perf_counter() - t0)
@@ -180,27 +212,32 @@ class CachePhase:
 
     def _bypass(self, ctx: RequestContext, reason: str, pending: _Pending | None = None) -> None:  # noqa: D401
         self.metrics.count(self.metrics.bypass, ctx.model, reason)
-        ctx.cache_status = "bypass"
+        ctx.log_fields["cache"] = "bypass"
         ctx.response_headers[HEADER] = "bypass"
         if pending is not None:  # refresh / no-cache: answer from upstream, store it
-            ctx.capture_body = True
-            ctx.cache_state = pending
+            self._watch(ctx, pending)
         return None
 
-    def _hit(self, ctx: RequestContext, s: ModelSettings, body: bytes, kind: str, similarity: float | None) -> web.Response:
+    def _hit(
+        self, ctx: RequestContext, s: ModelSettings, body: bytes, kind: str, similarity: float | None
+    ) -> web.Response:
         usage = usage_of_body(body) or {}
-        saved = Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                      completion_tokens=int(usage.get("completion_tokens") or 0), known=bool(usage))
-        ctx.cache_saved = saved
-        ctx.usage = (Usage(prompt_tokens=saved.prompt_tokens, completion_tokens=saved.completion_tokens, known=True)
-                     if s.count_hits_toward_tpm else Usage(known=True))
-        ctx.cache_status = f"hit-{kind}"
-        ctx.cache_similarity = similarity
+        saved = Usage(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            known=bool(usage),
+        )
+        ctx.usage = (
+            Usage(prompt_tokens=saved.prompt_tokens, completion_tokens=saved.completion_tokens, known=True)
+            if s.count_hits_toward_tpm
+            else Usage(known=True)
+        )
+        status = ctx.log_fields["cache"] = f"hit-{kind}"
         ctx.status = 200
         ctx.response_complete = True
         ctx.first_byte_at = time.perf_counter()
         headers = dict(ctx.response_headers)
-        headers[HEADER] = ctx.cache_status
+        headers[HEADER] = status
         if similarity is not None:
             headers[SIMILARITY_HEADER] = f"{similarity:.4f}"
         m = self.metrics
@@ -219,10 +256,10 @@ class CachePhase:
 
     # ---- after the answer --------------------------------------------------------------------
     async def on_complete(self, ctx: RequestContext) -> None:
-        pending = ctx.cache_state
+        pending = ctx.phase_state.get(self.name)
         if not isinstance(pending, _Pending):
             return
-        reason, body = self._storable(ctx, pending.settings)
+        reason, body = self._storable(ctx, pending)
         if reason:
             self.metrics.count(self.metrics.not_stored, ctx.model, reason)
             return
@@ -233,25 +270,34 @@ class CachePhase:
                 await self.store.put(pending.ns, pending.key, body, s.ttl_s)
                 self.metrics.count(self.metrics.stores, ctx.model, "exact")
             except STORE_ERRORS as e:
-                self.gw.log.warning("cache_store_error", op="put", error=str(e))
+                self.gw.log.warning("cache_store_error", op="put", exc_info=e)
         if self.semantic is not None and pending.vec is not None and pending.partition and pending.text:
             self.semantic.add(pending.partition, pending.ns, pending.vec, pending.text, body, s.ttl_s)
             self.metrics.count(self.metrics.stores, ctx.model, "semantic")
         self._gauges()
 
-    def _storable(self, ctx: RequestContext, s: ModelSettings) -> tuple[str | None, bytes | None]:
+    def _storable(self, ctx: RequestContext, pending: _Pending) -> tuple[str | None, bytes | None]:
+        s = pending.settings
         if ctx.status != 200 or ctx.error_type:
             return "error", None
-        if not ctx.response_complete or ctx.response_body is None:
+        answer = pending.answer()
+        if not ctx.response_complete or answer is None:
             return "incomplete", None
         try:
             if ctx.stream:
-                usage = {"prompt_tokens": ctx.usage.prompt_tokens, "completion_tokens": ctx.usage.completion_tokens,
-                         "total_tokens": ctx.usage.prompt_tokens + ctx.usage.completion_tokens} if ctx.usage.known else None
-                obj = from_sse(ctx.response_body, ctx.endpoint, usage)
+                usage = (
+                    {
+                        "prompt_tokens": ctx.usage.prompt_tokens,
+                        "completion_tokens": ctx.usage.completion_tokens,
+                        "total_tokens": ctx.usage.prompt_tokens + ctx.usage.completion_tokens,
+                    }
+                    if ctx.usage.known
+                    else None
+                )
+                obj = from_sse(answer, ctx.endpoint, usage)
                 body = orjson.dumps(obj) if obj is not None else b""
             else:
-                body = ctx.response_body
+                body = answer
                 obj = orjson.loads(body)
         except (orjson.JSONDecodeError, ValueError, TypeError):
             return "error", None

@@ -32,8 +32,22 @@ def to_sse(body: dict[str, Any], endpoint: str, include_usage: bool) -> bytes:
         i = choice.get("index", 0)
         if chat:
             msg = choice.get("message") or {}
-            out.append(_event({**head, "object": obj_name, "choices": [
-                {"index": i, "delta": {"role": msg.get("role", "assistant"), "content": ""}, "logprobs": None, "finish_reason": None}]}))
+            out.append(
+                _event(
+                    {
+                        **head,
+                        "object": obj_name,
+                        "choices": [
+                            {
+                                "index": i,
+                                "delta": {"role": msg.get("role", "assistant"), "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
+            )
             delta: dict[str, Any] = {}
             if msg.get("content"):
                 delta["content"] = msg["content"]
@@ -42,13 +56,43 @@ def to_sse(body: dict[str, Any], endpoint: str, include_usage: bool) -> bytes:
             if msg.get("tool_calls"):
                 delta["tool_calls"] = [{"index": n, **tc} for n, tc in enumerate(msg["tool_calls"])]
             if delta:
-                out.append(_event({**head, "object": obj_name, "choices": [
-                    {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]}))
-            out.append(_event({**head, "object": obj_name, "choices": [
-                {"index": i, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason")}]}))
+                out.append(
+                    _event(
+                        {
+                            **head,
+                            "object": obj_name,
+                            "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}],
+                        }
+                    )
+                )
+            out.append(
+                _event(
+                    {
+                        **head,
+                        "object": obj_name,
+                        "choices": [
+                            {"index": i, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason")}
+                        ],
+                    }
+                )
+            )
         else:
-            out.append(_event({**head, "object": obj_name, "choices": [
-                {"index": i, "text": choice.get("text", ""), "logprobs": None, "finish_reason": choice.get("finish_reason")}]}))
+            out.append(
+                _event(
+                    {
+                        **head,
+                        "object": obj_name,
+                        "choices": [
+                            {
+                                "index": i,
+                                "text": choice.get("text", ""),
+                                "logprobs": None,
+                                "finish_reason": choice.get("finish_reason"),
+                            }
+                        ],
+                    }
+                )
+            )
     if include_usage and body.get("usage"):
         out.append(_event({**head, "object": obj_name, "choices": [], "usage": body["usage"]}))
     out.append(b"data: [DONE]\n\n")
@@ -84,9 +128,13 @@ def from_sse(stream: bytes, endpoint: str, usage: dict[str, int] | None) -> dict
                 msg["reasoning_content"] = acc["reasoning_content"]
             if acc.get("tool_calls"):
                 msg["tool_calls"] = [acc["tool_calls"][n] for n in sorted(acc["tool_calls"])]
-            body["choices"].append({"index": i, "message": msg, "logprobs": None, "finish_reason": acc.get("finish_reason")})
+            body["choices"].append(
+                {"index": i, "message": msg, "logprobs": None, "finish_reason": acc.get("finish_reason")}
+            )
         else:
-            body["choices"].append({"index": i, "text": acc.get("text", ""), "logprobs": None, "finish_reason": acc.get("finish_reason")})
+            body["choices"].append(
+                {"index": i, "text": acc.get("text", ""), "logprobs": None, "finish_reason": acc.get("finish_reason")}
+            )
     if usage:
         body["usage"] = usage
     return body
@@ -106,7 +154,9 @@ def _fold(acc: dict[str, Any], c: dict[str, Any], endpoint: str) -> None:
             acc[field] = acc.get(field, "") + delta[field]
     for tc in delta.get("tool_calls") or []:
         calls = acc.setdefault("tool_calls", {})
-        cur = calls.setdefault(int(tc.get("index", 0)), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        cur = calls.setdefault(
+            int(tc.get("index", 0)), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+        )
         if tc.get("id"):
             cur["id"] = tc["id"]
         if tc.get("type"):

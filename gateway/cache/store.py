@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -98,7 +99,7 @@ class RedisStore:
         self.prefix = prefix + "cache:"
 
     async def get(self, ns: str, key: str) -> bytes | None:
-        return await self.redis.get(f"{self.prefix}{ns}|{key}")
+        return cast("bytes | None", await self.redis.get(f"{self.prefix}{ns}|{key}"))
 
     async def put(self, ns: str, key: str, body: bytes, ttl_s: float) -> None:
         await self.redis.set(f"{self.prefix}{ns}|{key}", body, px=max(1, int(ttl_s * 1000)))
@@ -107,7 +108,8 @@ class RedisStore:
         from gateway.cache.keys import namespace
 
         glob = lambda v: "*" if v is None else namespace(v, "", "").split("|")[0]  # noqa: E731
-        pattern = f"{self.prefix.translate(str.maketrans({c: chr(92) + c for c in '*?[]'}))}{glob(model)}|{glob(team)}|{scope or '*'}|*"
+        escape: dict[str, str | int | None] = {c: chr(92) + c for c in "*?[]"}
+        pattern = f"{self.prefix.translate(str.maketrans(escape))}{glob(model)}|{glob(team)}|{scope or '*'}|*"
         n = 0
         batch: list[bytes] = []
         async for k in self.redis.scan_iter(match=pattern, count=1000):

@@ -23,8 +23,15 @@ class Alerts:
         rule = spec.rule
         m = self.gw.metrics
         m.count(m.budget_soft_alerts, team)
-        event = {"event": "budget_soft_limit", "scope": spec.scope, "name": spec.name, "period": rule.period,
-                 "soft_usd": rule.soft_usd, "hard_usd": rule.hard_usd, "spent_usd": round(spent_usd, 6)}
+        event = {
+            "event": "budget_soft_limit",
+            "scope": spec.scope,
+            "name": spec.name,
+            "period": rule.period,
+            "soft_usd": rule.soft_usd,
+            "hard_usd": rule.hard_usd,
+            "spent_usd": round(spent_usd, 6),
+        }
         self.gw.log.warning("budget_soft_limit", **{k: v for k, v in event.items() if k != "event"})
         if rule.webhook_url:
             self.gw.spawn(self._post(rule.webhook_url, event))

@@ -32,11 +32,34 @@ class LimitRule(Strict):
 class LimitsConfig(Strict):
     rules: list[LimitRule] = []
     default_max_tokens: int = Field(4096, gt=0, description="output tokens reserved when a request sets no max_tokens")
+    max_reserve_tokens: int = Field(
+        32768,
+        gt=0,
+        description=(
+            "most output tokens one answer may reserve when the model's context window is unknown (a larger "
+            "max_tokens is capped; under a hard budget the upstream is told this cap)"
+        ),
+    )
     fail_policy: Literal["open", "closed"] = Field(
-        "open", description="Redis unreachable: open = local in-memory buckets, closed = 503")
+        "open", description="Redis unreachable: open = local in-memory buckets, closed = 503"
+    )
     retry_redis_after_s: float = Field(1.0, gt=0, description="after a Redis failure, use the fallback this long")
-    settle_delay_s: float = Field(0.0, ge=0, le=0.1, description=(
-        "Redis: a settle waits up to this long to share the next admission's script call (0 = send at once)"))
+    reservation_ttl_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "a concurrency slot or budget reservation nobody settles (a killed worker) is released this long after "
+            "its process stopped renewing it; a live process renews its running requests' every third of it"
+        ),
+    )
+    settle_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=0.1,
+        description=(
+            "Redis: a settle waits up to this long to share the next admission's script call (0 = send at once)"
+        ),
+    )
 
 
 class BudgetRule(Strict):

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.limits import estimate
-from gateway.limits.store import BucketCheck, MemoryStore, Store
+from gateway.limits.store import BucketCheck, Store
+from gateway.limits.stores import build_store, previous_state
 
 if TYPE_CHECKING:
     from backends.deployment import Deployment
@@ -54,67 +54,49 @@ class QuotaCharge:
 
 
 class DeploymentQuotas:
-    def __init__(self, gw: "Gateway") -> None:
+    def __init__(self, gw: "Gateway", previous: "Gateway | None" = None) -> None:
         self.gw = gw
         cfg = gw.config
         prefix = cfg.redis.key_prefix + "lim:" if cfg.redis is not None else ""
         self.buckets: dict[str, tuple[QuotaBucket, ...]] = {}
-        self.deployments: dict[str, list["Deployment"]] = {}  # name -> its Deployment objects (one per alias)
+        self.deployments: dict[str, Deployment] = {}  # name -> the deployment (one per backend and model)
         self.refused_kind: dict[str, str] = {}  # name -> kind of the bucket that refused last
-        for route in gw.router.routes():
-            for d in route.deployments:
-                q = d.backend.config.limits
-                if q is None:
-                    continue
-                self.deployments.setdefault(d.name, []).append(d)
-                if d.name in self.buckets:
-                    continue
-                base = f"{prefix}{{d:{d.name}}}:dq"  # one hash tag per deployment (Redis Cluster slot)
-                burst = q.burst or 1.0
-                self.buckets[d.name] = tuple(
-                    QuotaBucket(f"{base}:{kind[:3]}:{d.name}", kind, per_minute / 60.0, per_minute * burst)
-                    for kind, per_minute in (("requests", q.requests_per_minute), ("tokens", q.tokens_per_minute))
-                    if per_minute)
-        self.store: Store = gw.limits.store if gw.limits is not None else self._own_store()
-        self.default_max_tokens = cfg.limits.default_max_tokens if cfg.limits else 4096
-        self.counters: dict[str, estimate.Counter] = {}
-
-    def _own_store(self) -> Store:
-        gw, cfg = self.gw, self.gw.config
-        memory = MemoryStore()
-        if gw.redis is None:
-            return memory
-        from gateway.limits.failover import FailoverStore
-        from gateway.limits.redis_store import RedisStore
-        policy = cfg.limits.fail_policy if cfg.limits else "open"
-        retry = cfg.limits.retry_redis_after_s if cfg.limits else 1.0
-        return FailoverStore(RedisStore(gw.redis), memory, policy == "open", retry, self._store_fault)
-
-    def _store_fault(self, op: str, e: BaseException) -> None:
-        self.gw.metrics.count(self.gw.metrics.limits_store_errors, op)
-        self.gw.log.warning("limits_store_unreachable", op=op, error=type(e).__name__, scope="deployment")
+        for d in gw.router.deployments:
+            q = d.backend.config.limits
+            if q is None:
+                continue
+            self.deployments[d.name] = d
+            base = f"{prefix}{{d:{d.name}}}:dq"  # one hash tag per deployment (Redis Cluster slot)
+            burst = q.burst or 1.0
+            self.buckets[d.name] = tuple(
+                QuotaBucket(f"{base}:{kind[:3]}:{d.name}", kind, per_minute / 60.0, per_minute * burst)
+                for kind, per_minute in (("requests", q.requests_per_minute), ("tokens", q.tokens_per_minute))
+                if per_minute
+            )
+        if gw.limits is not None:
+            self.store: Store = gw.limits.store
+            self.state = gw.limits.state
+        else:
+            self.store, self.state = build_store(gw, "deployment", previous_state(gw, previous))
+        self.max_reserve_tokens = cfg.limits.max_reserve_tokens if cfg.limits else 32768
 
     async def start(self) -> None:
-        """Tokenizers for the estimate, when no limits phase makes it (blocking load: executor)."""
+        """Tokenizers for the estimate, when no limits phase loads them (it starts first)."""
         if self.gw.limits is not None or not any(b.kind == "tokens" for bs in self.buckets.values() for b in bs):
             return
-        names = {estimate.encoding_for(r.alias) for r in self.gw.router.routes()}
-        self.counters = await asyncio.get_running_loop().run_in_executor(None, estimate.load_counters, names)
+        await self.gw.estimator.start(self.gw.router.aliases())
 
     def covers(self, routes: list[Any]) -> bool:
         return any(d.name in self.buckets for r in routes for d in r.deployments)
 
     async def estimate_tokens(self, ctx: RequestContext) -> int:
-        r = ctx.limits
-        if r is not None and hasattr(r, "prompt"):  # the limits phase's reservation
-            return int(r.prompt + r.allowance)
-        count = self.counters.get(estimate.encoding_for(ctx.model), estimate.bytes_counter)
-        if len(ctx.body) > 32_000:
-            prompt = await asyncio.get_running_loop().run_in_executor(
-                None, estimate.prompt_tokens, ctx.endpoint, ctx.payload, count)
-        else:
-            prompt = estimate.prompt_tokens(ctx.endpoint, ctx.payload, count)
-        return prompt + estimate.output_allowance(ctx.endpoint, ctx.payload, self.default_max_tokens)
+        """The limits phase's reservation when it ran (already capped), else the request's estimate
+        with each answer capped at `limits.max_reserve_tokens`: a max_tokens of 1e12 must not put a
+        deployment over its quota for years."""
+        est = await self.gw.estimator.of(ctx)
+        if self.gw.limits is not None:
+            return est.total
+        return est.prompt + min(est.per_answer, self.max_reserve_tokens) * est.answers
 
     def settle(self, charge: QuotaCharge, used_tokens: int | None) -> None:
         """used_tokens: what the upstream reported (prompt + completion), 0 = never reached it,
@@ -126,15 +108,27 @@ class DeploymentQuotas:
         if buckets:
             self.gw.spawn(self._settle(charge.store, buckets, charge.deployment if delta > 0 else None))
 
+    async def refund_late(self, admitting: "asyncio.Future[Any]", checks: list[BucketCheck], kinds: list[str]) -> None:
+        """The request was cancelled while its quota was being taken: nothing was sent, so the
+        tokens go back once the store answers (the request stays counted, like any attempt)."""
+        try:
+            admission = await admitting
+        except Exception:
+            return
+        if admission.ok:
+            tokens = [(c, float(c.cost)) for c, kind in zip(checks, kinds) if kind == "tokens" and c.cost]
+            if tokens:
+                await self._settle(admission.store or self.store, tokens, None)
+
     async def _settle(self, store: Store, buckets: list[tuple[BucketCheck, float]], refunded: str | None) -> None:
         try:
             await store.settle(buckets, [], [])
         except Exception:
             self.gw.log.exception("deployment_quota_settle_failed")
             return
-        if refunded is not None:  # tokens came back: a deployment marked over quota may have room now
-            for d in self.deployments.get(refunded, ()):
-                d.quota_until = 0.0
+        d = self.deployments.get(refunded) if refunded is not None else None
+        if d is not None:  # tokens came back: a deployment marked over quota may have room now
+            d.quota_until = 0.0
 
 
 class RequestQuota:
@@ -161,7 +155,13 @@ class RequestQuota:
             self.tokens = await q.estimate_tokens(self.ctx)
         tokens = self.tokens or 0
         checks = [BucketCheck(b.key, b.rate, b.capacity, 1 if b.kind == "requests" else tokens) for b in buckets]
-        admission = await q.store.admit(checks, [], [])
+        # In a task of its own: a client gone while it is in flight (Redis) gets the tokens back.
+        admitting = asyncio.ensure_future(q.store.admit(checks, [], []))
+        try:
+            admission = await asyncio.shield(admitting)
+        except asyncio.CancelledError:
+            q.gw.spawn(q.refund_late(admitting, checks, [b.kind for b in buckets]))
+            raise
         if admission.ok:
             return True, QuotaCharge(admission.store or q.store, d.name, checks, [b.kind for b in buckets], tokens)
         i = int(admission.failed.partition(":")[2] or 0)
@@ -176,16 +176,23 @@ class RequestQuota:
         team = self.ctx.principal.team if self.ctx.principal else ""
         if not self.blocked:  # refused by earlier requests' marks: say what they hit
             now = time.monotonic()
-            kinds = [self.quotas.refused_kind.get(n, "requests") for n, ds in self.quotas.deployments.items()
-                     if any(d.quota_until > now for d in ds)]
+            kinds = [
+                self.quotas.refused_kind.get(n, "requests")
+                for n, d in self.quotas.deployments.items()
+                if d.quota_until > now
+            ]
             self.kind = "requests" if "requests" in kinds or not kinds else "tokens"
         m = self.quotas.gw.metrics
         m.count(m.rate_limited, "deployment", team)
         seconds = max(1, math.ceil(wait))
         return GatewayError(
-            429, f"Rate limit reached for {self.kind} per minute on every deployment of model `{alias}` (and its "
+            429,
+            f"Rate limit reached for {self.kind} per minute on every deployment of model `{alias}` (and its "
             f"fallbacks): their upstream quotas are used up. Please try again in {seconds}s.",
-            type=self.kind, code="rate_limit_exceeded", headers={"Retry-After": str(seconds)})
+            type=self.kind,
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(seconds)},
+        )
 
 
 def quota_blocked(routes: list[Any]) -> bool:
@@ -194,8 +201,8 @@ def quota_blocked(routes: list[Any]) -> bool:
     return any(d.quota_until > now for r in routes for d in r.deployments)
 
 
-def build_quotas(gw: "Gateway") -> DeploymentQuotas | None:
+def build_quotas(gw: "Gateway", previous: "Gateway | None" = None) -> DeploymentQuotas | None:
     if not any(b.limits is not None for b in gw.config.backends):
         return None
-    quotas = DeploymentQuotas(gw)
+    quotas = DeploymentQuotas(gw, previous)
     return quotas if quotas.buckets else None

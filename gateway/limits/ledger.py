@@ -26,10 +26,15 @@ completion_tokens = completion_tokens + excluded.completion_tokens, requests = r
 
 
 class Ledger:
+    """One per SQLite file and in-memory store; a hot reload hands it (with the store) to the new
+    gateway, so both gateways' limits phases use it while the old one drains: started once (the file
+    read once), stopped (and flushed) when its last user stops."""
+
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self._pending: dict[tuple[str, str], list[int]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._users = 0
 
     def record(self, g: BudgetSettle) -> None:
         row = self._pending.setdefault((g.key, g.model), [0, 0, 0, 0])
@@ -39,15 +44,23 @@ class Ledger:
         row[3] += 1
 
     async def start(self, store: MemoryStore) -> None:
+        self._users += 1
+        if self._users > 1:  # handed over by a reload: the store already holds the spend
+            return
         loop = asyncio.get_running_loop()
         for key, spend in (await loop.run_in_executor(None, self._read)).items():
             store.load(key, spend)
         self._task = loop.create_task(self._flush_loop())
 
     async def stop(self) -> None:
+        self._users -= 1
+        if self._users > 0:  # the other gateway still writes through it
+            await self.flush()
+            return
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         await self.flush()
 
     async def flush(self) -> None:
@@ -71,7 +84,9 @@ class Ledger:
         db = self._connect()
         try:
             out: dict[str, Spend] = {}
-            for key, model, usd, p, c, n in db.execute("SELECT key, model, usd_nano, prompt_tokens, completion_tokens, requests FROM spend"):
+            for key, model, usd, p, c, n in db.execute(
+                "SELECT key, model, usd_nano, prompt_tokens, completion_tokens, requests FROM spend"
+            ):
                 s = out.setdefault(key, Spend())
                 s.spent += usd
                 s.by_model[model] = {"usd_nano": usd, "prompt_tokens": p, "completion_tokens": c, "requests": n}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.limits.config import BudgetRule, LimitRule, LimitsConfig, BudgetsConfig
+from gateway.limits.config import BudgetRule, BudgetsConfig, LimitRule, LimitsConfig
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,12 +77,13 @@ class Planner:
             for r in _match(self.limits, scope, name):
                 buckets += self._buckets(r, base, scope, name)
                 if r.concurrent:
-                    counters.append(CounterSpec(f"{base}:conc:{scope}:{name}", scope, name, r.concurrent))
+                    counters.append(CounterSpec(f"{base}:slots:{scope}:{name}", scope, name, r.concurrent))
         budgets = []
         for scope, name in (("team", team), ("key", key_name)):
             rules = _match(self.budget_rules, scope, name)
-            budgets.append(BudgetSpec(f"{self.prefix}{{t:{team}}}:spend:{scope}:{name}", scope, name,
-                                      rules[0] if rules else None))
+            budgets.append(
+                BudgetSpec(f"{self.prefix}{{t:{team}}}:spend:{scope}:{name}", scope, name, rules[0] if rules else None)
+            )
         return Plan(tuple(buckets), tuple(counters), tuple(budgets))
 
     @staticmethod
@@ -91,8 +92,11 @@ class Planner:
         burst = r.burst or 1.0
         for kind, per_minute in (("requests", r.requests_per_minute), ("tokens", r.tokens_per_minute)):
             if per_minute:
-                out.append(BucketSpec(f"{base}:{kind[:3]}:{scope}:{name}", kind, scope, name,
-                                      per_minute / 60.0, per_minute * burst))
+                out.append(
+                    BucketSpec(
+                        f"{base}:{kind[:3]}:{scope}:{name}", kind, scope, name, per_minute / 60.0, per_minute * burst
+                    )
+                )
         return out
 
     def budget_base(self, scope: str, name: str, team: str) -> str:

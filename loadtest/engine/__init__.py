@@ -15,6 +15,11 @@ from .server import SimEngine, start_engine, start_engines
 from .stats import EngineStats
 
 __all__ = [
-    "PROFILES", "EngineConfig", "EngineStats", "Fault", "SimEngine", "start_engine",
+    "PROFILES",
+    "EngineConfig",
+    "EngineStats",
+    "Fault",
+    "SimEngine",
+    "start_engine",
     "start_engines",
 ]

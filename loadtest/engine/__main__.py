@@ -16,8 +16,9 @@ log = logging.getLogger("loadtest.engine")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtest.engine",
-                                description="SIMULATED inference engine (no GPU, no model).")
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.engine", description="SIMULATED inference engine (no GPU, no model)."
+    )
     a = p.add_argument
     a("--host", default="127.0.0.1")
     a("--port", type=int, default=9001)
@@ -34,13 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     a("--prefill-s-per-token", type=float, default=None)
     a("--decode-base-s", type=float, default=None)
     a("--decode-per-seq-s", type=float, default=None)
-    a("--realistic", action="store_true",
-      help=f"switch the batching cost model on with {REALISTIC} (explicit flags win)")
+    a(
+        "--realistic",
+        action="store_true",
+        help=f"switch the batching cost model on with {REALISTIC} (explicit flags win)",
+    )
     a("--prefix-cache-blocks", type=int, default=4096)
     a("--no-preemption", dest="preemption", action="store_false")
     a("--max-model-len", type=int, default=32768)
-    a("--served-model-name", dest="served_model_names", action="append", default=[],
-      help="repeat for several names; none = accept any model name")
+    a(
+        "--served-model-name",
+        dest="served_model_names",
+        action="append",
+        default=[],
+        help="repeat for several names; none = accept any model name",
+    )
     a("--embedding-dim", type=int, default=384)
     a("--rpm-limit", type=int, default=0)
     a("--tpm-limit", type=int, default=0)
@@ -61,8 +70,12 @@ def config_from_args(ns: argparse.Namespace) -> EngineConfig:
 
 async def serve(cfg: EngineConfig, host: str, port: int) -> None:
     engine = await start_engine(cfg, host, port)
-    log.warning("SIMULATED inference engine (no GPU, no model): profile=%s listening on %s "
-                "(OpenAI base URL %s)", cfg.profile, engine.base, engine.url)
+    log.warning(
+        "SIMULATED inference engine (no GPU, no model): profile=%s listening on %s (OpenAI base URL %s)",
+        cfg.profile,
+        engine.base,
+        engine.url,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -78,8 +91,7 @@ async def serve(cfg: EngineConfig, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(serve(config_from_args(ns), ns.host, ns.port))
     return 0
 

@@ -7,7 +7,7 @@ latency (metrics, Retry-After windows) stays in simulated time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 PROFILES = ("vllm", "sglang", "tgi", "llamacpp", "plain", "remote")
@@ -90,9 +90,6 @@ class EngineConfig:
         """A config with the batching cost model switched on (REALISTIC values)."""
         return cls(**{**REALISTIC, **overrides})
 
-    def with_(self, **changes: Any) -> EngineConfig:
-        return replace(self, **changes)
-
     @property
     def model_name(self) -> str:
         """Name used in metric labels and /v1/models when no name is configured."""
@@ -106,8 +103,7 @@ class EngineConfig:
     def instant(self) -> bool:
         """True when no simulated duration is set: requests take the zero-cost path."""
         return not (
-            self.ttft_s or self.itl_s or self.prefill_s_per_token
-            or self.decode_base_s or self.decode_per_seq_s
+            self.ttft_s or self.itl_s or self.prefill_s_per_token or self.decode_base_s or self.decode_per_seq_s
         )
 
     @property

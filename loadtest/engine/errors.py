@@ -10,6 +10,7 @@ The remote profile answers like OpenAI:
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -49,6 +50,7 @@ def error_body(
     code: str | None = None,
 ) -> bytes:
     message = message if message is not None else default_message(status)
+    err: dict[str, Any]
     if remote:
         err = {
             "message": message,
@@ -59,8 +61,7 @@ def error_body(
     else:
         err = {
             "message": message,
-            "type": type_ or _VLLM_TYPES.get(
-                status, "InternalServerError" if status >= 500 else "BadRequestError"),
+            "type": type_ or _VLLM_TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError"),
             "param": param,
             "code": status,
         }

@@ -82,8 +82,9 @@ class DirectGen:
         if job.finish_hashes and not cfg.is_remote:
             eng.prefix_cache.insert(job.finish_hashes)
         if cfg.is_remote:
-            st.cost_usd += (job.prompt_tokens * cfg.price_per_input_token
-                            + job.completion_tokens * cfg.price_per_output_token)
+            st.cost_usd += (
+                job.prompt_tokens * cfg.price_per_input_token + job.completion_tokens * cfg.price_per_output_token
+            )
         now = asyncio.get_running_loop().time()
         st.finish(job.finish_reason, (now - self.arrival) * cfg.time_scale)
 
@@ -124,8 +125,9 @@ class ScheduledGen:
     def __init__(self, engine: SimEngine, job: Job, arrival: float) -> None:
         self.engine = engine
         self.arrival = arrival
-        self.seq = Seq(job.prompt_lens, job.hashes, job.target, job.finish_reason, arrival,
-                       job.finish_hashes, job.n_choices)
+        self.seq = Seq(
+            job.prompt_lens, job.hashes, job.target, job.finish_reason, arrival, job.finish_hashes, job.n_choices
+        )
 
     async def _submit(self) -> None:
         cfg = self.engine.config

@@ -99,8 +99,7 @@ class Inference:
             if not done:
                 st.cancelled += 1
 
-    async def apply_fault(self, request: web.Request
-                          ) -> tuple[web.StreamResponse | None, Fault | None]:
+    async def apply_fault(self, request: web.Request) -> tuple[web.StreamResponse | None, Fault | None]:
         """Apply the current fault if it hits this request: (answer to send now, drop fault)."""
         eng = self.engine
         fault = eng.faults.pick(request.path)
@@ -135,8 +134,9 @@ class Inference:
 
     def _unknown_model(self, model: str) -> RequestError:
         if self.engine.config.is_remote:
-            return RequestError(404, f"The model `{model}` does not exist or you do not have "
-                                     "access to it.", code="model_not_found")
+            return RequestError(
+                404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"
+            )
         return RequestError(404, f"The model `{model}` does not exist.", param="model")
 
     def _rate_limit(self, job_tokens: int, model: str) -> web.Response | None:
@@ -147,22 +147,30 @@ class Inference:
         if limited is None:
             return None
         eng.stats.rate_limited += 1
-        return error_response(True, 429, limited.message(model), type_=limited.kind,
-                              code="rate_limit_exceeded",
-                              headers=limited.headers(eng.config.time_scale))
+        return error_response(
+            True,
+            429,
+            limited.message(model),
+            type_=limited.kind,
+            code="rate_limit_exceeded",
+            headers=limited.headers(eng.config.time_scale),
+        )
 
     # ------------------------------------------------------------- generation
-    async def _generate(self, request: web.Request, body: dict[str, Any], chat: bool,
-                        fault: Fault | None) -> web.StreamResponse:
+    async def _generate(
+        self, request: web.Request, body: dict[str, Any], chat: bool, fault: Fault | None
+    ) -> web.StreamResponse:
         eng = self.engine
         cfg = eng.config
         arrival = asyncio.get_running_loop().time()
-        job = plan_chat(body, eng.textgen, cfg, eng.new_id) if chat else \
-            plan_completion(body, eng.textgen, cfg)
+        job = plan_chat(body, eng.textgen, cfg, eng.new_id) if chat else plan_completion(body, eng.textgen, cfg)
         if cfg.uses_scheduler and not eng.scheduler.fits(job.prompt_tokens, job.target):
-            raise RequestError(400, f"The request needs more KV-cache blocks than the engine has "
-                                    f"({cfg.kv_blocks} blocks of {cfg.block_size} tokens).",
-                               param="input_tokens")
+            raise RequestError(
+                400,
+                f"The request needs more KV-cache blocks than the engine has "
+                f"({cfg.kv_blocks} blocks of {cfg.block_size} tokens).",
+                param="input_tokens",
+            )
         limited = self._rate_limit(job.rate_limit_tokens, job.model)
         if limited is not None:
             return limited
@@ -185,20 +193,36 @@ class Inference:
         remote = eng.config.is_remote
         created = eng.created_now()
         use = wire.usage(job.prompt_tokens, job.completion_tokens, remote)
+        lps = job.logprobs or [None] * job.n_choices
         if not job.chat:
-            choices = [{"index": i, "text": "".join(p[:job.target]),
-                        "finish_reason": job.finish_reason} for i, p in enumerate(job.pieces)]
+            choices: list[dict[str, Any]] = [
+                {
+                    "index": i,
+                    "text": "".join(p[: job.target]),
+                    "logprobs": lp.completion(0, job.target) if lp else None,
+                    "finish_reason": job.finish_reason,
+                }
+                for i, (p, lp) in enumerate(zip(job.pieces, lps, strict=True))
+            ]
             return wire.completion_body(rid, created, job.model, choices, use)
         choices = []
-        for i, (p, tool) in enumerate(zip(job.pieces, job.tool, strict=True)):
+        for i, (p, tool, lp) in enumerate(zip(job.pieces, job.tool, lps, strict=True)):
             if tool is None:
-                choices.append({"index": i, "content": "".join(p[:job.target]),
-                                "finish_reason": job.finish_reason})
+                choices.append(
+                    {
+                        "index": i,
+                        "content": "".join(p[: job.target]),
+                        "logprobs": lp.chat(0, job.target) if lp else None,
+                        "finish_reason": job.finish_reason,
+                    }
+                )
             else:
-                call = {"id": tool[0], "type": "function",
-                        "function": {"name": tool[1], "arguments": "".join(p[:job.target - 1])}}
-                choices.append({"index": i, "content": None, "tool_calls": [call],
-                                "finish_reason": job.finish_reason})
+                call: dict[str, Any] = {
+                    "id": tool[0],
+                    "type": "function",
+                    "function": {"name": tool[1], "arguments": "".join(p[: job.target - 1])},
+                }
+                choices.append({"index": i, "content": None, "tool_calls": [call], "finish_reason": job.finish_reason})
         return wire.chat_body(remote, rid, created, job.model, choices, use)
 
     async def _drop_mid_body(self, request: web.Request, payload: bytes) -> None:
@@ -207,6 +231,12 @@ class Inference:
         await resp.prepare(request)
         await resp.write(payload[: len(payload) // 2])
         _drop(request)
+
+    def _token_logprobs(self, job: Job, choice: int, token: int) -> bytes:
+        lp = job.logprobs[choice] if job.logprobs else None
+        if lp is None:
+            return b"null"
+        return orjson.dumps(lp.chat(token, token + 1) if job.chat else lp.completion(token, token + 1))
 
     def _delta(self, job: Job, choice: int, token: int) -> bytes:
         tool = job.tool[choice]
@@ -218,12 +248,12 @@ class Inference:
             return wire.tool_header_delta(tool[0], tool[1])
         return wire.tool_args_delta(job.pieces[choice][token - 1])
 
-    async def _stream(self, request: web.Request, job: Job, gen: Any, rid: str,
-                      fault: Fault | None) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, job: Job, gen: Any, rid: str, fault: Fault | None
+    ) -> web.StreamResponse:
         eng = self.engine
         remote = eng.config.is_remote and job.chat
-        chunks = wire.StreamChunks(job.chat, eng.config.is_remote, rid, eng.created_now(),
-                                   job.model, job.include_usage)
+        chunks = wire.StreamChunks(job.chat, eng.config.is_remote, rid, eng.created_now(), job.model, job.include_usage)
         limit = fault.after_chunks if fault is not None else None
         resp = web.StreamResponse(headers=SSE_HEADERS)
         await resp.prepare(request)
@@ -242,15 +272,16 @@ class Inference:
                 last = t == target - 1
                 fin = job.finish_reason if (last and not remote) else None
                 u = wire.usage(p_tokens, t + 1, False) if cont else None
-                out.extend(chunks.chunk(i, self._delta(job, i, t), fin, u) for i in range(n))
+                out.extend(
+                    chunks.chunk(i, self._delta(job, i, t), fin, u, self._token_logprobs(job, i, t)) for i in range(n)
+                )
                 if last and remote:
                     out.extend(chunks.finish_only(i, job.finish_reason) for i in range(n))
             sent = upto
             final = sent >= target
             if final:
                 if job.include_usage:
-                    out.append(chunks.usage_chunk(
-                        wire.usage(p_tokens, job.completion_tokens, remote)))
+                    out.append(chunks.usage_chunk(wire.usage(p_tokens, job.completion_tokens, remote)))
                 out.append(wire.DONE)
             if limit is not None and (final or written + len(out) >= limit):
                 # Cut after `limit` events in all; [DONE] never gets through.
@@ -265,8 +296,7 @@ class Inference:
         return resp
 
     # -------------------------------------------------------------- embeddings
-    async def _embeddings(self, request: web.Request, body: dict[str, Any],
-                          fault: Fault | None) -> web.StreamResponse:
+    async def _embeddings(self, request: web.Request, body: dict[str, Any], fault: Fault | None) -> web.StreamResponse:
         eng = self.engine
         cfg = eng.config
         inputs = prompt_list(body.get("input"), "input")
@@ -291,8 +321,9 @@ class Inference:
         eng.stats.prompt_tokens += p_tokens
         if cfg.is_remote:
             eng.stats.cost_usd += p_tokens * cfg.price_per_input_token
-        payload = wire.embeddings_body(cfg.is_remote, eng.new_id("embd"), eng.created_now(),
-                                       body["model"], vectors, p_tokens)
+        payload = wire.embeddings_body(
+            cfg.is_remote, eng.new_id("embd"), eng.created_now(), body["model"], vectors, p_tokens
+        )
         if fault is not None:
             await self._drop_mid_body(request, payload)
         eng.stats.completed += 1

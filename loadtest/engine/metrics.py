@@ -23,7 +23,7 @@ def go_float(value: float) -> str:
     s = repr(d)
     dot = s.find(".")
     if d > 0 and dot > 6:
-        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
         return f"{mantissa}e+0{dot - 1}"
     return s
 
@@ -81,26 +81,39 @@ def _vllm(cfg: Any, st: EngineStats, created: float) -> bytes:
     usage = st.kv_blocks_used / cfg.kv_blocks
     if cfg.legacy_kv_metric:
         w.gauge("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", usage)
-        w.counter1("vllm:gpu_prefix_cache_queries",
-                   "GPU prefix cache queries, in terms of number of queried tokens.",
-                   st.prefix_queries_tokens)
-        w.counter1("vllm:gpu_prefix_cache_hits",
-                   "GPU prefix cache hits, in terms of number of cached tokens.", st.prefix_hits_tokens)
+        w.counter1(
+            "vllm:gpu_prefix_cache_queries",
+            "GPU prefix cache queries, in terms of number of queried tokens.",
+            st.prefix_queries_tokens,
+        )
+        w.counter1(
+            "vllm:gpu_prefix_cache_hits",
+            "GPU prefix cache hits, in terms of number of cached tokens.",
+            st.prefix_hits_tokens,
+        )
     else:
         w.gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", usage)
-        w.counter1("vllm:prefix_cache_queries",
-                   "Prefix cache queries, in terms of number of queried tokens.", st.prefix_queries_tokens)
-        w.counter1("vllm:prefix_cache_hits",
-                   "Prefix cache hits, in terms of number of cached tokens.", st.prefix_hits_tokens)
+        w.counter1(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            st.prefix_queries_tokens,
+        )
+        w.counter1(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", st.prefix_hits_tokens
+        )
     w.counter1("vllm:num_preemptions", "Cumulative number of preemption from the engine.", st.preempted)
     w.counter1("vllm:prompt_tokens", "Number of prefill tokens processed.", st.prompt_tokens)
     w.counter1("vllm:generation_tokens", "Number of generation tokens processed.", st.completion_tokens)
     by = st.finished_by_reason
-    w.counter("vllm:request_success", "Count of successfully processed requests.", [
-        ([("finished_reason", "stop")], by.get("stop", 0) + by.get("tool_calls", 0)),
-        ([("finished_reason", "length")], by.get("length", 0)),
-        ([("finished_reason", "abort")], st.cancelled),
-    ])
+    w.counter(
+        "vllm:request_success",
+        "Count of successfully processed requests.",
+        [
+            ([("finished_reason", "stop")], by.get("stop", 0) + by.get("tool_calls", 0)),
+            ([("finished_reason", "length")], by.get("length", 0)),
+            ([("finished_reason", "abort")], st.cancelled),
+        ],
+    )
     w.histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", st.ttft)
     w.histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", st.e2e)
     return w.text()
@@ -117,11 +130,9 @@ def _sglang(cfg: Any, st: EngineStats, created: float) -> bytes:
     w.gauge("sglang:cache_hit_rate", "The prefix cache hit rate.", rate)
     w.counter1("sglang:prompt_tokens", "Number of prefill tokens processed.", st.prompt_tokens)
     w.counter1("sglang:generation_tokens", "Number of generation tokens processed.", st.completion_tokens)
-    w.counter1("sglang:num_requests", "The number of processed requests.",
-               sum(st.finished_by_reason.values()))
+    w.counter1("sglang:num_requests", "The number of processed requests.", sum(st.finished_by_reason.values()))
     w.histogram("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", st.ttft)
-    w.histogram("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds",
-                st.e2e)
+    w.histogram("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds", st.e2e)
     return w.text()
 
 
@@ -129,12 +140,13 @@ def _tgi(cfg: Any, st: EngineStats, created: float) -> bytes:
     w = Writer([], None)
     w.gauge("tgi_queue_size", "Current queue size", st.waiting)
     w.gauge("tgi_batch_current_size", "Current batch size", st.running)
-    w.gauge("tgi_batch_current_max_tokens", "Maximum tokens for the current batch",
-            st.kv_blocks_used * cfg.block_size)
+    w.gauge("tgi_batch_current_max_tokens", "Maximum tokens for the current batch", st.kv_blocks_used * cfg.block_size)
     lines = w.lines
-    for name, value in (("tgi_request_count", st.requests_total),
-                        ("tgi_request_success", sum(st.finished_by_reason.values())),
-                        ("tgi_request_failure", st.failed + st.errors)):
+    for name, value in (
+        ("tgi_request_count", st.requests_total),
+        ("tgi_request_success", sum(st.finished_by_reason.values())),
+        ("tgi_request_failure", st.failed + st.errors),
+    ):
         lines += [f"# TYPE {name} counter", f"{name} {value}"]
     return w.text()
 
@@ -144,13 +156,15 @@ def _llamacpp(cfg: Any, st: EngineStats, created: float) -> bytes:
     lines = w.lines
 
     def one(name: str, kind: str, help_: str, value: float) -> None:
-        lines.extend([f"# HELP llamacpp:{name} {help_}", f"# TYPE llamacpp:{name} {kind}",
-                      f"llamacpp:{name} {value:g}"])
+        lines.extend(
+            [f"# HELP llamacpp:{name} {help_}", f"# TYPE llamacpp:{name} {kind}", f"llamacpp:{name} {value:g}"]
+        )
 
     one("prompt_tokens_total", "counter", "Number of prompt tokens processed.", st.prompt_tokens)
     one("tokens_predicted_total", "counter", "Number of generation tokens processed.", st.completion_tokens)
-    one("kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.",
-        st.kv_blocks_used / cfg.kv_blocks)
+    one(
+        "kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.", st.kv_blocks_used / cfg.kv_blocks
+    )
     one("kv_cache_tokens", "gauge", "KV-cache tokens.", st.kv_blocks_used * cfg.block_size)
     one("requests_processing", "gauge", "Number of requests processing.", st.running)
     one("requests_deferred", "gauge", "Number of requests deferred.", st.waiting)

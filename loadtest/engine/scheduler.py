@@ -31,9 +31,21 @@ class Seq:
     """One request as the scheduler sees it."""
 
     __slots__ = (
-        "prompt_tokens", "prompt_lens", "hashes", "finish_hashes", "target", "generated",
-        "blocks", "state", "event", "arrival", "first_token_at", "admitted", "cached_tokens",
-        "finish_reason", "width",
+        "prompt_tokens",
+        "prompt_lens",
+        "hashes",
+        "finish_hashes",
+        "target",
+        "generated",
+        "blocks",
+        "state",
+        "event",
+        "arrival",
+        "first_token_at",
+        "admitted",
+        "cached_tokens",
+        "finish_reason",
+        "width",
     )
 
     def __init__(
@@ -154,8 +166,7 @@ class Scheduler:
                 break
             self.waiting.popleft()
             cached = bs * sum(
-                self.cache.match(h, (plen - 1) // bs)
-                for h, plen in zip(seq.hashes, seq.prompt_lens, strict=True)
+                self.cache.match(h, (plen - 1) // bs) for h, plen in zip(seq.hashes, seq.prompt_lens, strict=True)
             )
             if not seq.admitted:
                 seq.admitted = True
@@ -206,12 +217,7 @@ class Scheduler:
 
     def _step_cost(self, prefill_tokens: int, batch: int) -> float:
         cfg = self.cfg
-        return (
-            prefill_tokens * cfg.prefill_s_per_token
-            + cfg.decode_base_s
-            + cfg.decode_per_seq_s * batch
-            + cfg.itl_s
-        )
+        return prefill_tokens * cfg.prefill_s_per_token + cfg.decode_base_s + cfg.decode_per_seq_s * batch + cfg.itl_s
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -26,8 +26,14 @@ from .textgen import TextGen
 log = logging.getLogger("loadtest.engine")
 
 SHUTDOWN_TIMEOUT_S = 0.25  # in-flight handlers are cancelled this long after stop()
-_OWNER = {"vllm": "vllm", "sglang": "sglang", "tgi": "tgi", "llamacpp": "llamacpp",
-          "plain": "plain", "remote": "system"}
+_OWNER = {
+    "vllm": "vllm",
+    "sglang": "sglang",
+    "tgi": "tgi",
+    "llamacpp": "llamacpp",
+    "plain": "plain",
+    "remote": "system",
+}
 _ALNUM = string.ascii_letters + string.digits
 
 
@@ -45,8 +51,9 @@ class SimEngine:
         self.textgen = TextGen(cfg.seed, cfg.output_tokens, cfg.output_tokens_max)
         self.faults = FaultInjector(cfg.seed)
         self.scheduler = Scheduler(cfg, self.stats, self.prefix_cache)
-        self.limiter = (RateLimiter(cfg.rpm_limit, cfg.tpm_limit)
-                        if cfg.is_remote and (cfg.rpm_limit or cfg.tpm_limit) else None)
+        self.limiter = (
+            RateLimiter(cfg.rpm_limit, cfg.tpm_limit) if cfg.is_remote and (cfg.rpm_limit or cfg.tpm_limit) else None
+        )
         self._ids = random.Random(cfg.seed)
         self.created_at = time.time()
         self.host: str | None = None
@@ -96,8 +103,9 @@ class SimEngine:
             self.limiter.reset()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> SimEngine:
-        runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None,
-                               shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        runner = web.AppRunner(
+            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
@@ -149,8 +157,9 @@ class SimEngine:
         st.requests_by_path[request.path] = st.requests_by_path.get(request.path, 0) + 1
         cfg = self.config
         names = cfg.served_model_names or [cfg.model_name]
-        body = wire.models_body(names, _OWNER[cfg.profile], int(self.created_at),
-                                cfg.max_model_len, self.new_id("modelperm"), cfg.is_remote)
+        body = wire.models_body(
+            names, _OWNER[cfg.profile], int(self.created_at), cfg.max_model_len, self.new_id("modelperm"), cfg.is_remote
+        )
         return web.Response(body=body, content_type="application/json")
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -163,16 +172,14 @@ class SimEngine:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = metrics.render(self.config, self.stats, self.created_at) or b""
-        return web.Response(body=body, headers={
-            "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def _sim_fault(self, request: web.Request) -> web.Response:
         try:
             data = orjson.loads(await request.read() or b"{}")
             fault = Fault.from_dict(data if isinstance(data, dict) else {})
         except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-            return _json({"error": {"message": str(exc), "type": "BadRequestError",
-                                    "param": None, "code": 400}}, 400)
+            return _json({"error": {"message": str(exc), "type": "BadRequestError", "param": None, "code": 400}}, 400)
         self.set_fault(fault)
         return _json({"fault": fault.to_dict() if fault else None})
 
@@ -199,8 +206,7 @@ class SimEngine:
         return _json(self.config.to_dict())
 
 
-async def start_engine(config: EngineConfig | None = None, host: str = "127.0.0.1",
-                       port: int = 0) -> SimEngine:
+async def start_engine(config: EngineConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> SimEngine:
     """Start a simulated engine on the running loop; port 0 picks a free port."""
     return await SimEngine(config).start(host, port)
 

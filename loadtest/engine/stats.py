@@ -7,12 +7,51 @@ from typing import Any
 
 # vLLM's buckets (vllm/v1/metrics/loggers.py).
 TTFT_BUCKETS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-    7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
 )
 E2E_BUCKETS = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
-    120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
 )
 
 
@@ -58,8 +97,16 @@ class Histogram:
 
 
 _COUNTERS = (
-    "requests_total", "completed", "cancelled", "failed", "errors", "rate_limited",
-    "preempted", "prompt_tokens", "completion_tokens", "prefix_queries_tokens",
+    "requests_total",
+    "completed",
+    "cancelled",
+    "failed",
+    "errors",
+    "rate_limited",
+    "preempted",
+    "prompt_tokens",
+    "completion_tokens",
+    "prefix_queries_tokens",
     "prefix_hits_tokens",
 )
 
@@ -74,6 +121,19 @@ class EngineStats:
     prompt_tokens / completion_tokens: tokens prefilled / generated;
     prefix_queries_tokens / prefix_hits_tokens: prompt tokens looked up / found cached.
     """
+
+    # the counters, set by reset() (one per name in _COUNTERS)
+    requests_total: int
+    completed: int
+    cancelled: int
+    failed: int
+    errors: int
+    rate_limited: int
+    preempted: int
+    prompt_tokens: int
+    completion_tokens: int
+    prefix_queries_tokens: int
+    prefix_hits_tokens: int
 
     def __init__(self) -> None:
         self.running = 0

@@ -15,6 +15,8 @@ from array import array
 from math import sqrt
 from typing import Any
 
+from .schema_fill import fill
+
 _WORDS = (
     "the of and to in is it that for on with as was at by be this have from or one had not"
     " but what all were when we there can an your which their said if do will each about how"
@@ -36,30 +38,7 @@ ARG_PIECE_CHARS = 8
 
 
 def pieces(text: str, size: int = CHARS_PER_PIECE) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
-
-
-def placeholder(schema: Any, depth: int = 0) -> Any:
-    """A small value that fits a JSON schema (property names with placeholder values)."""
-    if not isinstance(schema, dict):
-        return "example"
-    if schema.get("enum"):
-        return schema["enum"][0]
-    if "const" in schema:
-        return schema["const"]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "string")
-    if kind is None:
-        kind = "object" if "properties" in schema else "string"
-    if kind == "object":
-        if depth > 3:
-            return {}
-        props = schema.get("properties") or {}
-        return {name: placeholder(sub, depth + 1) for name, sub in props.items()}
-    if kind == "array":
-        return [] if depth > 3 else [placeholder(schema.get("items"), depth + 1)]
-    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "example")
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 class TextGen:
@@ -72,6 +51,11 @@ class TextGen:
         self._rest = [" " + w for w in words]
         self.output_tokens = output_tokens
         self._span = max(0, output_tokens_max - output_tokens) + 1
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """Token texts (after the first token of an answer)."""
+        return self._rest
 
     def key(self, prompt: bytes) -> int:
         """Request key: everything deterministic about an answer derives from it."""
@@ -96,7 +80,7 @@ class TextGen:
 
     def json_answer(self, key: int, choice: int, schema: Any | None, natural: int) -> str:
         if schema is not None:
-            return json.dumps(placeholder(schema))
+            return json.dumps(fill(schema))
         words = "".join(self.tokens(key, choice, max(1, natural // 3)))
         return json.dumps({"answer": words})
 
@@ -111,7 +95,7 @@ class TextGen:
 def tool_arguments(tool: dict[str, Any]) -> str:
     fn = tool.get("function") if isinstance(tool, dict) else None
     params = fn.get("parameters") if isinstance(fn, dict) else None
-    value = placeholder(params) if isinstance(params, dict) else {}
+    value = fill(params) if isinstance(params, dict) else {}
     if not isinstance(value, dict):
         value = {}
     return json.dumps(value)

@@ -84,6 +84,6 @@ def block_hashes(data: bytes, block_size: int, parent: int = 0, start_block: int
     out: list[int] = []
     h = parent
     for i in range(start_block, len(data) // step):
-        h = hash((h, data[i * step:(i + 1) * step]))
+        h = hash((h, data[i * step : (i + 1) * step]))
         out.append(h)
     return out

@@ -1,10 +1,10 @@
 """Agent swarm CLI.
 
-    python -m loadtest.swarm [run] --scenario agents-100 --config loadtest/configs/four-engines.toml
-        [--policy P] [--seed S] [--time-scale X] [--engines process|inline] [--json out.json] [--plot out.png]
-    python -m loadtest.swarm compare --scenario agents-100 --config ... [--policies round-robin,least-active]
-    python -m loadtest.swarm validate --config ... [--scenario agents-100] [--overload overload]
-    python -m loadtest.swarm list
+python -m loadtest.swarm [run] --scenario agents-100 --config loadtest/configs/four-engines.toml
+    [--policy P] [--seed S] [--time-scale X] [--engines process|inline] [--json out.json] [--plot out.png]
+python -m loadtest.swarm compare --scenario agents-100 --config ... [--policies round-robin,least-active]
+python -m loadtest.swarm validate --config ... [--scenario agents-100] [--overload overload]
+python -m loadtest.swarm list
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from loadtest.swarm.scenarios import SCENARIOS
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtest.swarm", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.swarm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("command", nargs="?", default="run", choices=["run", "compare", "validate", "list"])
     p.add_argument("--scenario", default="agents-100", choices=sorted(SCENARIOS))
     p.add_argument("--config", default="loadtest/configs/four-engines.toml")
@@ -40,8 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, help="simulated seconds per wall second (default: the config's)")
     p.add_argument("--model", help="model alias the agents call (default: the config's first)")
     p.add_argument("--api-key", default=DEFAULT_KEY, help="gateway key (the sample configs hold sk-swarm-local's hash)")
-    p.add_argument("--engines", choices=["process", "inline"], default="process",
-                   help="simulated engines in a child process (default: faithful timing) or in the swarm's own loop")
+    p.add_argument(
+        "--engines",
+        choices=["process", "inline"],
+        default="process",
+        help="simulated engines in a child process (default: faithful timing) or in the swarm's own loop",
+    )
     p.add_argument("--json", help="write the report(s) as JSON here")
     p.add_argument("--plot", help="run: write a PNG (needs matplotlib: pip install -e '.[plots]')")
     return p
@@ -53,9 +58,16 @@ def _dump(path: str, data: Any) -> None:
 
 async def _main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    run = functools.partial(run_scenario, config, SCENARIOS[args.scenario], seed=args.seed,
-                            api_key=args.api_key, model=args.model, time_scale=args.time_scale,
-                            engines_process=args.engines == "process")
+    run = functools.partial(
+        run_scenario,
+        config,
+        SCENARIOS[args.scenario],
+        seed=args.seed,
+        api_key=args.api_key,
+        model=args.model,
+        time_scale=args.time_scale,
+        engines_process=args.engines == "process",
+    )
     if args.command == "run":
         report = await run(policy=args.policy)
         print(table(report))
@@ -72,15 +84,25 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     rr = await run(policy="round-robin")
     pinned = await run(policy_factory=cmp.SessionPin, policy_label="session-pin")
-    over = await run_scenario(config, SCENARIOS[args.overload], policy="round-robin", seed=args.seed,
-                              api_key=args.api_key, model=args.model, time_scale=args.time_scale,
-                              engines_process=args.engines == "process")
+    over = await run_scenario(
+        config,
+        SCENARIOS[args.overload],
+        policy="round-robin",
+        seed=args.seed,
+        api_key=args.api_key,
+        model=args.model,
+        time_scale=args.time_scale,
+        engines_process=args.engines == "process",
+    )
     results = cmp.check(pinned, rr, rr, over)
     print(cmp.compare_table([rr, pinned, over]))
     print()
     print(cmp.check_table(results))
     if args.json:
-        _dump(args.json, {"claims": results, "runs": [{k: v for k, v in r.items() if k != "series"} for r in (rr, pinned, over)]})
+        _dump(
+            args.json,
+            {"claims": results, "runs": [{k: v for k, v in r.items() if k != "series"} for r in (rr, pinned, over)]},
+        )
     return 0 if cmp.passed(results) else 1
 
 

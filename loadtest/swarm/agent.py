@@ -8,7 +8,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import openai
 from openai import AsyncOpenAI
@@ -48,7 +48,6 @@ class Session:
     planned_turns: int
     start: float = 0.0
     duration: float | None = None  # None = ended by an error
-    turns_done: int = 0
 
 
 @dataclass
@@ -96,9 +95,10 @@ class Agent:
             question = workload.text(rng, rng.randint(*kind.user_tokens))
             content = f"Context:\n{first}\n\nTask: {question}" if n == 0 and first else question
             messages.append({"role": "user", "content": content})
-            if not await self.turn(messages, use_tool=bool(kind.tool_every) and n % kind.tool_every == kind.tool_every - 1):
+            if not await self.turn(
+                messages, use_tool=bool(kind.tool_every) and n % kind.tool_every == kind.tool_every - 1
+            ):
                 return
-            session.turns_done += 1
         session.duration = self.rec.now() - session.start
 
     async def turn(self, messages: list[dict[str, Any]], use_tool: bool) -> bool:
@@ -111,7 +111,9 @@ class Agent:
         messages.append(reply)
         for tool_call in reply.get("tool_calls") or []:
             await self.sleep(self.spec.kind.tool_s)
-            messages.append({"role": "tool", "tool_call_id": tool_call["id"], "content": workload.tool_result(self.rng)})
+            messages.append(
+                {"role": "tool", "tool_call_id": tool_call["id"], "content": workload.tool_result(self.rng)}
+            )
         if reply.get("tool_calls"):
             reply = await self.call(messages, "none")
             turn.calls += 1
@@ -129,8 +131,13 @@ class Agent:
         tools: dict[int, dict[str, Any]] = {}
         try:
             stream = await self.client.chat.completions.create(
-                model=self.model, messages=messages, tools=workload.TOOLS, tool_choice=tool_choice,  # type: ignore[arg-type]
-                max_tokens=self.spec.kind.max_tokens, stream=True, stream_options={"include_usage": True},
+                model=self.model,
+                messages=cast(Any, messages),  # plain dicts: the SDK's TypedDicts are not worth building here
+                tools=cast(Any, workload.TOOLS),
+                tool_choice=cast(Any, tool_choice),
+                max_tokens=self.spec.kind.max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
                 extra_headers=self.headers,
             )
             async for chunk in stream:
@@ -163,8 +170,12 @@ class Agent:
             return None
         call.latency = self.rec.now() - call.start
         if tools:
-            return {"role": "assistant", "content": None, "tool_calls": [
-                {"id": t["id"], "type": "function", "function": {"name": t["name"], "arguments": t["arguments"]}}
-                for t in tools.values()
-            ]}
+            return {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": t["id"], "type": "function", "function": {"name": t["name"], "arguments": t["arguments"]}}
+                    for t in tools.values()
+                ],
+            }
         return {"role": "assistant", "content": "".join(text)}

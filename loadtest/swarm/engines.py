@@ -108,8 +108,8 @@ def _child(plan: dict[str, tuple[dict[str, Any], str]], conn: Any) -> None:
         except Exception as e:  # reported to the parent, which raises
             conn.send(f"{type(e).__name__}: {e}")
         finally:
-            for e in engines:
-                await e.stop()
+            for engine in engines:
+                await engine.stop()
 
     try:
         import uvloop

@@ -25,7 +25,7 @@ def plot(report: dict[str, Any], path: str) -> bool:
     for name, samples in series["engines"].items():
         if samples:
             t, waiting, running = zip(*samples)
-            line, = bottom.plot(t, running, label=f"{name} running")
+            (line,) = bottom.plot(t, running, label=f"{name} running")
             bottom.plot(t, waiting, linestyle="--", color=line.get_color(), label=f"{name} waiting")
     bottom.set_xlabel("time since start (s)")
     bottom.set_ylabel("requests")

@@ -30,7 +30,7 @@ def parse_buckets(text: str, family: str) -> dict[float, float]:
     for line in text.splitlines():
         if not line.startswith(prefix):
             continue
-        labels, _, value = line[len(prefix):].rpartition("} ")
+        labels, _, value = line[len(prefix) :].rpartition("} ")
         for part in labels.split(","):
             if part.startswith("le="):
                 le = float(part[3:].strip('"'))
@@ -52,7 +52,9 @@ def quantile(buckets: dict[float, float], q: float) -> float | None:
         if count >= rank:
             if le == float("inf"):
                 return prev_le
-            return prev_le + (le - prev_le) * ((rank - prev_count) / (count - prev_count) if count > prev_count else 1.0)
+            return prev_le + (le - prev_le) * (
+                (rank - prev_count) / (count - prev_count) if count > prev_count else 1.0
+            )
         prev_le, prev_count = le, count
     return prev_le
 
@@ -87,8 +89,9 @@ class Snapshot:
     ttft_buckets: dict[float, float] = field(default_factory=dict)  # vllm:time_to_first_token_seconds
 
     def minus(self, other: "Snapshot") -> "Snapshot":
-        out = Snapshot(**{k: getattr(self, k) - getattr(other, k) for k in self.__dataclass_fields__
-                          if not k.endswith("_buckets")})
+        out = Snapshot(
+            **{k: getattr(self, k) - getattr(other, k) for k in self.__dataclass_fields__ if not k.endswith("_buckets")}
+        )
         out.e2e_buckets = {le: n - other.e2e_buckets.get(le, 0.0) for le, n in self.e2e_buckets.items()}
         out.ttft_buckets = {le: n - other.ttft_buckets.get(le, 0.0) for le, n in self.ttft_buckets.items()}
         return out
@@ -126,7 +129,7 @@ class EngineProbe:
 
     async def sim_stats(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         async with http.get(f"{self.ref.base}/sim/stats") as r:
-            return await r.json()  # type: ignore[no-any-return]
+            return await r.json()
 
     async def snapshot(self, http: aiohttp.ClientSession) -> Snapshot:
         st = await self.sim_stats(http)
@@ -135,15 +138,21 @@ class EngineProbe:
         if text is None or m is None or self.profile != "vllm":
             # prefix-cache figures only where the engine exports vLLM's counters (a remote API's cache
             # is not observable); the rest from the simulator's stats
-            return Snapshot(0.0, 0.0, st["ttft_sum_s"], st["ttft_count"], st["preempted"], st["requests_total"],
-                            st["cost_usd"])
+            return Snapshot(
+                0.0, 0.0, st["ttft_sum_s"], st["ttft_count"], st["preempted"], st["requests_total"], st["cost_usd"]
+            )
         queries = m.get("vllm:prefix_cache_queries_total", m.get("vllm:gpu_prefix_cache_queries_total", 0.0))
         hits = m.get("vllm:prefix_cache_hits_total", m.get("vllm:gpu_prefix_cache_hits_total", 0.0))
         return Snapshot(
-            queries, hits, m.get("vllm:time_to_first_token_seconds_sum", 0.0),
-            m.get("vllm:time_to_first_token_seconds_count", 0.0), m.get("vllm:num_preemptions_total", 0.0),
-            st["requests_total"], st["cost_usd"],
-            parse_buckets(text, "vllm:e2e_request_latency_seconds"), parse_buckets(text, "vllm:time_to_first_token_seconds"),
+            queries,
+            hits,
+            m.get("vllm:time_to_first_token_seconds_sum", 0.0),
+            m.get("vllm:time_to_first_token_seconds_count", 0.0),
+            m.get("vllm:num_preemptions_total", 0.0),
+            st["requests_total"],
+            st["cost_usd"],
+            parse_buckets(text, "vllm:e2e_request_latency_seconds"),
+            parse_buckets(text, "vllm:time_to_first_token_seconds"),
         )
 
     async def sample(self, http: aiohttp.ClientSession, t: float) -> None:

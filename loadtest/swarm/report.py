@@ -11,7 +11,6 @@ from typing import Any
 from loadtest.swarm.agent import Recorder
 from loadtest.swarm.probe import EngineProbe, Snapshot, quantile
 
-
 LAG_WARN_S = 0.02  # loop wake-ups later than this (p99) make engine step times visibly longer
 
 
@@ -32,8 +31,17 @@ def _scaled(values: list[float | None], scale: float) -> list[float]:
 
 
 def build(
-    *, scenario: str, policy: str, seed: int, time_scale: float, wall_s: float, rec: Recorder,
-    probes: list[EngineProbe], before: dict[str, Snapshot], after: dict[str, Snapshot], gateway_requests: float,
+    *,
+    scenario: str,
+    policy: str,
+    seed: int,
+    time_scale: float,
+    wall_s: float,
+    rec: Recorder,
+    probes: list[EngineProbe],
+    before: dict[str, Snapshot],
+    after: dict[str, Snapshot],
+    gateway_requests: float,
     loop_lag: list[float] | None = None,
 ) -> dict[str, Any]:
     calls, turns, sessions = rec.calls, rec.turns, rec.sessions
@@ -81,12 +89,18 @@ def build(
         "wall_s": round(wall_s, 3),
         "simulated_s": round(sim_s, 3),
         "requests": {
-            "sent": len(calls), "ok": ok, "errors": sum(errors.values()), "errors_by_type": dict(errors),
+            "sent": len(calls),
+            "ok": ok,
+            "errors": sum(errors.values()),
+            "errors_by_type": dict(errors),
             "accounted": len(calls) == ok + sum(errors.values()),
             "gateway_answered": int(gateway_requests),
         },
-        "turns": {"count": len(turns), "ok": sum(1 for t in turns if t.latency is not None),
-                  "latency_s": percentiles(_scaled([t.latency for t in turns], time_scale))},
+        "turns": {
+            "count": len(turns),
+            "ok": sum(1 for t in turns if t.latency is not None),
+            "latency_s": percentiles(_scaled([t.latency for t in turns], time_scale)),
+        },
         "ttft_s": percentiles(_scaled([c.ttft for c in calls if c.error is None], time_scale)),
         "sessions": {
             "count": len(sessions),
@@ -95,7 +109,8 @@ def build(
             "duration_s": percentiles(_scaled([s.duration for s in sessions], time_scale)),
         },
         "tokens": {
-            "prompt": prompt, "completion": completion,
+            "prompt": prompt,
+            "completion": completion,
             "completion_per_s": completion / sim_s if sim_s else 0.0,
             "total_per_s": (prompt + completion) / sim_s if sim_s else 0.0,
         },
@@ -112,9 +127,14 @@ def build(
         "engines": engines,
         # raw series for plots: [start, latency] per turn; [t, waiting, running] per engine sample
         "series": {
-            "turns": [[round(t.start * time_scale, 3), round(t.latency * time_scale, 4)]
-                      for t in turns if t.latency is not None],
-            "engines": {p.name: [[round(x.t * time_scale, 3), x.waiting, x.running] for x in p.samples] for p in probes},
+            "turns": [
+                [round(t.start * time_scale, 3), round(t.latency * time_scale, 4)]
+                for t in turns
+                if t.latency is not None
+            ],
+            "engines": {
+                p.name: [[round(x.t * time_scale, 3), x.waiting, x.running] for x in p.samples] for p in probes
+            },
         },
     }
 
@@ -153,8 +173,11 @@ def table(r: dict[str, Any]) -> str:
     ]
     lag = r["loop_lag_s"]["p99"]
     if lag is not None and lag > LAG_WARN_S:
-        lines.insert(3, f"WARNING  event loop lag p99 {lag * 1000:.0f} ms (wall): CPU-bound run, simulated times are "
-                        "stretched; use a smaller --time-scale or fewer agents")
+        lines.insert(
+            3,
+            f"WARNING  event loop lag p99 {lag * 1000:.0f} ms (wall): CPU-bound run, simulated times are "
+            "stretched; use a smaller --time-scale or fewer agents",
+        )
     for name, e in r["engines"].items():
         lines.append(
             f"{name:14}{e['profile']:>9}{e['requests']:>10}{_pct(e['prefix_hit_rate']):>12}"

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 from openai import AsyncOpenAI
@@ -53,10 +54,18 @@ def _gateway_requests(registry: Any) -> float:
 
 
 async def run_scenario(
-    config: Config, scenario: Scenario, *, policy: str | None = None, seed: int = 0,
-    api_key: str = DEFAULT_KEY, model: str | None = None, time_scale: float | None = None,
-    policy_factory: Callable[[], Policy] | None = None, policy_label: str | None = None,
-    sample_every_s: float = 0.25, engines_process: bool = False,
+    config: Config,
+    scenario: Scenario,
+    *,
+    policy: str | None = None,
+    seed: int = 0,
+    api_key: str = DEFAULT_KEY,
+    model: str | None = None,
+    time_scale: float | None = None,
+    policy_factory: Callable[[], Policy] | None = None,
+    policy_label: str | None = None,
+    sample_every_s: float = 0.25,
+    engines_process: bool = False,
 ) -> dict[str, Any]:
     """Run `scenario` once and return the report dict. `policy_factory` installs a policy object that
     is not in the registry (the validator's session pinning) on every model route; `engines_process`
@@ -100,9 +109,17 @@ async def run_scenario(
                 await sampler
             after = {p.name: await p.snapshot(http) for p in probes}
         return report.build(
-            scenario=scenario.name, policy=label, seed=seed, time_scale=scale, wall_s=wall, rec=rec,
-            probes=probes, before=before, after=after,
-            gateway_requests=_gateway_requests(gw.gateway.metrics.registry), loop_lag=lag,
+            scenario=scenario.name,
+            policy=label,
+            seed=seed,
+            time_scale=scale,
+            wall_s=wall,
+            rec=rec,
+            probes=probes,
+            before=before,
+            after=after,
+            gateway_requests=_gateway_requests(gw.gateway.metrics.registry),
+            loop_lag=lag,
         )
     finally:
         lagger.cancel()

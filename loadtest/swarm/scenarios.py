@@ -29,12 +29,23 @@ class AgentKind:
 
 CHAT = AgentKind("chat", "interactive", turns=(3, 6), user_tokens=(20, 80), max_tokens=64, tool_every=2)
 RAG = AgentKind(
-    "rag", "interactive", turns=(2, 5), user_tokens=(20, 60), context_tokens=(1500, 3500),
-    max_tokens=96, think_s=(1.0, 4.0), tool_every=3,
+    "rag",
+    "interactive",
+    turns=(2, 5),
+    user_tokens=(20, 60),
+    context_tokens=(1500, 3500),
+    max_tokens=96,
+    think_s=(1.0, 4.0),
+    tool_every=3,
 )
 SUMMARIZER = AgentKind(
-    "summarizer", "batch", turns=(1, 2), user_tokens=(20, 40), context_tokens=(2500, 5000),
-    max_tokens=160, think_s=(0.0, 0.2),
+    "summarizer",
+    "batch",
+    turns=(1, 2),
+    user_tokens=(20, 40),
+    context_tokens=(2500, 5000),
+    max_tokens=160,
+    think_s=(0.0, 0.2),
 )
 KINDS = {k.name: k for k in (CHAT, RAG, SUMMARIZER)}
 
@@ -63,27 +74,48 @@ class Scenario:
 
 _MIX = {"chat": 0.5, "rag": 0.35, "summarizer": 0.15}
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario(
-        "smoke", 6, _MIX, ramp_s=0.2, system_tokens=200,
-        description="CI check: 6 agents, short turns, a few seconds",
-        kinds={
-            "chat": replace(CHAT, turns=(2, 3), think_s=(0.05, 0.1), tool_s=(0.01, 0.02), max_tokens=12),
-            "rag": replace(RAG, turns=(2, 2), context_tokens=(200, 400), think_s=(0.05, 0.1),
-                           tool_s=(0.01, 0.02), max_tokens=12),
-            "summarizer": replace(SUMMARIZER, context_tokens=(300, 500), max_tokens=16),
-        },
-    ),
-    Scenario("agents-10", 10, _MIX, ramp_s=2.0, description="10 agents: a light load"),
-    Scenario("agents-100", 100, _MIX, ramp_s=10.0, description="100 agents: a busy 4-GPU cluster"),
-    Scenario("agents-1000", 1000, _MIX, ramp_s=30.0, description="1000 agents: far past capacity (minutes)"),
-    Scenario("rag-heavy", 100, {"chat": 0.2, "rag": 0.7, "summarizer": 0.1}, ramp_s=10.0,
-             description="100 agents, mostly long-context RAG: prefix reuse matters most"),
-    Scenario(
-        # The agents of agents-100 (same client-side CPU), arriving faster, on engines cut to 8
-        # sequences and 1,024 KV blocks (16k tokens) each: the engines, not the client, saturate.
-        "overload", 100, _MIX, ramp_s=4.0,
-        description="agents-100 arriving in 4 s on engines cut to 8 sequences / 1024 KV blocks each",
-        engine={"max_num_seqs": 8, "kv_blocks": 1024},
-    ),
-)}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "smoke",
+            6,
+            _MIX,
+            ramp_s=0.2,
+            system_tokens=200,
+            description="CI check: 6 agents, short turns, a few seconds",
+            kinds={
+                "chat": replace(CHAT, turns=(2, 3), think_s=(0.05, 0.1), tool_s=(0.01, 0.02), max_tokens=12),
+                "rag": replace(
+                    RAG,
+                    turns=(2, 2),
+                    context_tokens=(200, 400),
+                    think_s=(0.05, 0.1),
+                    tool_s=(0.01, 0.02),
+                    max_tokens=12,
+                ),
+                "summarizer": replace(SUMMARIZER, context_tokens=(300, 500), max_tokens=16),
+            },
+        ),
+        Scenario("agents-10", 10, _MIX, ramp_s=2.0, description="10 agents: a light load"),
+        Scenario("agents-100", 100, _MIX, ramp_s=10.0, description="100 agents: a busy 4-GPU cluster"),
+        Scenario("agents-1000", 1000, _MIX, ramp_s=30.0, description="1000 agents: far past capacity (minutes)"),
+        Scenario(
+            "rag-heavy",
+            100,
+            {"chat": 0.2, "rag": 0.7, "summarizer": 0.1},
+            ramp_s=10.0,
+            description="100 agents, mostly long-context RAG: prefix reuse matters most",
+        ),
+        Scenario(
+            # The agents of agents-100 (same client-side CPU), arriving faster, on engines cut to 8
+            # sequences and 1,024 KV blocks (16k tokens) each: the engines, not the client, saturate.
+            "overload",
+            100,
+            _MIX,
+            ramp_s=4.0,
+            description="agents-100 arriving in 4 s on engines cut to 8 sequences / 1024 KV blocks each",
+            engine={"max_num_seqs": 8, "kv_blocks": 1024},
+        ),
+    )
+}

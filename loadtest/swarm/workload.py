@@ -33,16 +33,38 @@ def system_prompt(tokens: int) -> str:
 
 
 TOOLS: list[dict[str, Any]] = [
-    {"type": "function", "function": {
-        "name": "search_docs", "description": "Search the knowledge base.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "top_k": {"type": "integer"}},
-                       "required": ["query"]}}},
-    {"type": "function", "function": {
-        "name": "get_ticket", "description": "Fetch a support ticket by id.",
-        "parameters": {"type": "object", "properties": {"ticket_id": {"type": "string"}}, "required": ["ticket_id"]}}},
-    {"type": "function", "function": {
-        "name": "run_query", "description": "Run a read-only SQL query on the orders database.",
-        "parameters": {"type": "object", "properties": {"sql": {"type": "string"}}, "required": ["sql"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "search_docs",
+            "description": "Search the knowledge base.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}, "top_k": {"type": "integer"}},
+                "required": ["query"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_ticket",
+            "description": "Fetch a support ticket by id.",
+            "parameters": {
+                "type": "object",
+                "properties": {"ticket_id": {"type": "string"}},
+                "required": ["ticket_id"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "run_query",
+            "description": "Run a read-only SQL query on the orders database.",
+            "parameters": {"type": "object", "properties": {"sql": {"type": "string"}}, "required": ["sql"]},
+        },
+    },
 ]
 
 

@@ -4,7 +4,8 @@ loopback (loadtest/anthropic_sim.py), text and tool calls, streamed and not, err
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
@@ -13,9 +14,19 @@ from loadtest.anthropic_sim import AnthropicSim, start_anthropic_sim
 from tests.conftest import gateway_config, sdk
 
 ANT_KEY = "sk-ant-simulated-key"
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-          "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}},
+        },
+    }
+]
 ASK = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+
+pytestmark = pytest.mark.slow  # `import litellm`: ~4 s of CPU, once per process
 
 
 @pytest.fixture
@@ -28,7 +39,9 @@ async def sim() -> AsyncIterator[AnthropicSim]:
 async def claude_gateway(gateway_factory: Any, sim: AnthropicSim, key: str = ANT_KEY) -> Any:
     raw = gateway_config([])
     raw["backends"] = [{"name": "anthropic", "kind": "litellm", "url": sim.url, "api_key": key}]
-    raw["models"] = [{"name": "claude", "deployments": [{"backend": "anthropic", "model": "anthropic/claude-sonnet-4-5"}]}]
+    raw["models"] = [
+        {"name": "claude", "deployments": [{"backend": "anthropic", "model": "anthropic/claude-sonnet-4-5"}]}
+    ]
     raw["keys"] = raw["keys"][:1]
     raw["resilience"] = {"backoff_base_s": 0.01, "backoff_cap_s": 0.02}
     return await gateway_factory(raw)
@@ -55,7 +68,8 @@ async def test_text_answer_non_streamed_and_streamed(gateway_factory, sim) -> No
 async def test_streamed_usage_when_asked(gateway_factory, sim) -> None:
     client = sdk(await claude_gateway(gateway_factory, sim))
     stream = await client.chat.completions.create(
-        model="claude", messages=ASK, max_tokens=4, stream=True, stream_options={"include_usage": True})
+        model="claude", messages=ASK, max_tokens=4, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [c async for c in stream]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
 
@@ -84,8 +98,17 @@ async def test_tool_call_round_trip(gateway_factory, sim) -> None:
     assert json.loads(calls[0]["arguments"]) == {"city": "example", "days": 1} and calls[0]["id"] == call.id
 
     follow = ask + [
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": call.function.arguments},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
     ]
     r2 = await client.chat.completions.create(model="claude", messages=follow, tools=TOOLS, max_tokens=5)

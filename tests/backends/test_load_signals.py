@@ -18,7 +18,7 @@ BUSY = {"max_num_seqs": 1, "itl_s": 0.03, "output_tokens": 40}  # one at a time,
 
 def test_vllm_text_with_the_older_kv_name_and_two_engines() -> None:
     text = (
-        '# HELP vllm:num_requests_waiting x\n# TYPE vllm:num_requests_waiting gauge\n'
+        "# HELP vllm:num_requests_waiting x\n# TYPE vllm:num_requests_waiting gauge\n"
         'vllm:num_requests_waiting{engine="0",model_name="m"} 2.0\n'
         'vllm:num_requests_waiting{engine="1",model_name="m"} 1.0\n'
         'vllm:num_requests_running{engine="0",model_name="m"} 4.0\n'
@@ -30,7 +30,7 @@ def test_vllm_text_with_the_older_kv_name_and_two_engines() -> None:
 
 
 def test_stale_reading_counts_as_busy_and_asks_for_a_scrape() -> None:
-    now, asked = [0.0], []
+    now, asked = [0.0], list[LoadSignal]()
     signal = LoadSignal(FLAVOURS["tgi"], "http://x/metrics", 2.0, refresh=asked.append, clock=lambda: now[0])
     assert signal.current(0).stale and asked == [signal]  # never read yet
     signal.update(Load(0, 3, None, False, "metrics"), in_flight=3)
@@ -52,11 +52,16 @@ async def _streams(client: Any, model: str, n: int) -> list[asyncio.Task[Any]]:
         s = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], stream=True)
         async for _ in s:
             pass
+
     return [asyncio.create_task(one()) for _ in range(n)]
 
 
-@pytest.mark.parametrize("profile,legacy", [("vllm", False), ("vllm", True), ("sglang", False), ("tgi", False), ("llamacpp", False)])
-async def test_each_engine_kind_load_reaches_the_gateway_gauges(engine_factory, gateway_factory, profile, legacy) -> None:
+@pytest.mark.parametrize(
+    "profile,legacy", [("vllm", False), ("vllm", True), ("sglang", False), ("tgi", False), ("llamacpp", False)]
+)
+async def test_each_engine_kind_load_reaches_the_gateway_gauges(
+    engine_factory, gateway_factory, profile, legacy
+) -> None:
     engine = await engine_factory(profile=profile, legacy_kv_metric=legacy, **BUSY)
     raw = gateway_config([engine])
     raw["backends"][0]["kind"] = profile

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import openai
@@ -13,7 +14,12 @@ from loadtest.engine import Fault
 from tests.cache.helpers import Q, cache_config, chat, chat_stream, text_of
 from tests.conftest import KEY_ALL, KEY_CHAT, sdk
 
-TOOLS = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+    }
+]
 
 
 @pytest.fixture
@@ -134,6 +140,7 @@ async def test_answers_cut_by_max_tokens_are_cached_only_when_configured(gateway
 async def test_nondeterministic_requests_bypass_unless_configured(gateway_factory, one) -> None:
     gw = await gateway_factory(cache_config([one], {"models": {"embed": {"cache_nondeterministic": True}}}))
     client = sdk(gw)
+    kw: dict[str, Any]
     for kw in ({"temperature": 0.7}, {"n": 2}, {}):
         kw = {"temperature": kw.get("temperature", 1), **kw} if kw else {"temperature": None}
         kw = {k: v for k, v in kw.items() if v is not None}
@@ -198,11 +205,15 @@ async def test_metrics_and_no_upstream_tokens_on_hits(gateway_factory, one) -> N
     saved = 2 * first.usage.completion_tokens
     assert f'switchyard_cache_saved_tokens_total{{kind="completion",model="chat"}} {float(saved)}' in text
     # Upstream tokens count the one real answer only.
-    assert f'switchyard_tokens_total{{kind="completion",model="chat",team="research"}} {float(first.usage.completion_tokens)}' in text
+    assert (
+        f'switchyard_tokens_total{{kind="completion",model="chat",team="research"}} {float(first.usage.completion_tokens)}'
+        in text
+    )
 
 
 async def test_without_a_cache_section_nothing_is_cached(gateway_factory, one) -> None:
     from tests.conftest import gateway_config
+
     gw = await gateway_factory(gateway_config([one]))
     raw = await sdk(gw).chat.completions.with_raw_response.create(model="chat", messages=Q, temperature=0)
     raw2 = await sdk(gw).chat.completions.with_raw_response.create(model="chat", messages=Q, temperature=0)
@@ -217,14 +228,13 @@ class _Recorder:
     name = "recorder"
 
     def __init__(self) -> None:
-        self.seen: list[tuple[str | None, int, int, int | None]] = []
+        self.seen: list[tuple[Any, int, int]] = []
 
     async def on_request(self, ctx):
         return None
 
     async def on_complete(self, ctx) -> None:
-        saved = ctx.cache_saved.completion_tokens if ctx.cache_saved else None
-        self.seen.append((ctx.cache_status, ctx.usage.prompt_tokens, ctx.usage.completion_tokens, saved))
+        self.seen.append((ctx.log_fields.get("cache"), ctx.usage.prompt_tokens, ctx.usage.completion_tokens))
 
 
 async def test_a_hit_charges_no_tokens_unless_configured(gateway_factory, one) -> None:
@@ -237,6 +247,10 @@ async def test_a_hit_charges_no_tokens_unless_configured(gateway_factory, one) -
     await chat(client, model="embed")
     await chat(client, model="embed")
     p, c = first.usage.prompt_tokens, first.usage.completion_tokens
-    assert recorder.seen[0] == ("miss", p, c, None)
-    assert recorder.seen[1] == ("hit-exact", 0, 0, c)  # limits and budgets charge nothing
-    assert recorder.seen[3] == ("hit-exact", p, c, c)  # count_hits_toward_tpm: the cached usage
+    assert recorder.seen[0] == ("miss", p, c)
+    assert recorder.seen[1] == ("hit-exact", 0, 0)  # limits and budgets charge nothing
+    assert recorder.seen[3] == ("hit-exact", p, c)  # count_hits_toward_tpm: the cached usage
+    saved = gw.gateway.metrics.registry.get_sample_value(
+        "switchyard_cache_saved_tokens_total", {"model": "chat", "kind": "completion"}
+    )
+    assert saved == c  # the hit knows what the answer cost when it was made

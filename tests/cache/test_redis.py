@@ -63,8 +63,11 @@ async def test_redis_entries_expire_and_purge(gateway_factory, engine_factory, p
     await chat(client)
     await chat(sdk(gw, KEY_CHAT))
     async with aiohttp.ClientSession() as s:
-        async with s.post(gw.base + "/admin/cache/purge", json={"model": "chat", "team": "research"},
-                          headers={"Authorization": "Bearer sk-admin-r"}) as r:
+        async with s.post(
+            gw.base + "/admin/cache/purge",
+            json={"model": "chat", "team": "research"},
+            headers={"Authorization": "Bearer sk-admin-r"},
+        ) as r:
             assert (await r.json())["purged"]["exact"] == 1
     assert (await chat(client))[0] == "miss"
     assert (await chat(sdk(gw, KEY_CHAT)))[0] == "hit-exact"

@@ -61,7 +61,9 @@ async def test_streamed_tool_calls_replayed(gw) -> None:
 async def test_completions_endpoint_cached_and_replayed(gw) -> None:
     client = sdk(gw)
     first = await client.completions.create(model="chat", prompt="Once upon a time", temperature=0)
-    raw = await client.completions.with_raw_response.create(model="chat", prompt="Once upon a time", temperature=0, stream=True)
+    raw = await client.completions.with_raw_response.create(
+        model="chat", prompt="Once upon a time", temperature=0, stream=True
+    )
     assert raw.headers["x-switchyard-cache"] == "hit-exact"
     text = "".join([c.choices[0].text async for c in raw.parse() if c.choices])
     assert text == first.choices[0].text
@@ -80,9 +82,16 @@ async def test_replayed_stream_is_well_formed_sse(gw) -> None:
 
 
 def test_round_trip_and_storable_rules() -> None:
-    body = {"id": "x", "created": 1, "model": "m", "object": "chat.completion", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    body = {
+        "id": "x",
+        "created": 1,
+        "model": "m",
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "logprobs": None, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
     assert from_sse(to_sse(body, "chat", True), "chat", None) == body
     assert storable(body, False)
     cut = {**body, "choices": [{**body["choices"][0], "finish_reason": "length"}]}

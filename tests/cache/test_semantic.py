@@ -59,7 +59,8 @@ async def test_paraphrase_hits_through_the_gateway(semantic_gw) -> None:
     client = sdk(gw)
     _, first = await chat(client, messages=user("How do I reverse a list in Python?"))
     raw = await client.chat.completions.with_raw_response.create(
-        model="chat", messages=user("How can I reverse a Python list?"), temperature=0)
+        model="chat", messages=user("How can I reverse a Python list?"), temperature=0
+    )
     assert raw.headers["x-switchyard-cache"] == "hit-semantic"
     assert float(raw.headers["x-switchyard-cache-similarity"]) >= THRESHOLD
     assert raw.parse().choices[0].message.content == first.choices[0].message.content
@@ -111,11 +112,14 @@ async def test_index_is_bounded_and_purged() -> None:
 async def test_an_embeddings_alias_of_the_gateway_as_embedder(gateway_factory, engine_factory) -> None:
     """The simulated engine's embeddings are a hash of the text: the same question is similarity 1."""
     engine = await engine_factory()
-    gw = await gateway_factory(cache_config([engine], {
-        "embedder": "embed", "models": {"chat": {"semantic": True, "exact": False}}}))
+    gw = await gateway_factory(
+        cache_config([engine], {"embedder": "embed", "models": {"chat": {"semantic": True, "exact": False}}})
+    )
     client = sdk(gw)
     assert (await chat(client))[0] == "miss"
-    raw = await client.chat.completions.with_raw_response.create(model="chat", messages=user("What is the capital of France?"), temperature=0)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="chat", messages=user("What is the capital of France?"), temperature=0
+    )
     assert raw.headers["x-switchyard-cache"] == "hit-semantic"
     assert float(raw.headers["x-switchyard-cache-similarity"]) > 0.999
     assert (await chat(client, messages=user("Something else entirely")))[0] == "miss"
@@ -127,8 +131,12 @@ async def test_a_slow_embedder_costs_the_hit_not_the_request(gateway_factory, en
     from loadtest.engine import Fault
 
     engine = await engine_factory()
-    gw = await gateway_factory(cache_config([engine], {
-        "embedder": "embed", "semantic_timeout_s": 0.2, "models": {"chat": {"semantic": True, "exact": False}}}))
+    gw = await gateway_factory(
+        cache_config(
+            [engine],
+            {"embedder": "embed", "semantic_timeout_s": 0.2, "models": {"chat": {"semantic": True, "exact": False}}},
+        )
+    )
     engine.set_fault(Fault(kind="delay", delay_s=2.0, paths=["/v1/embeddings"]))
     t0 = time.perf_counter()
     status, reply = await chat(sdk(gw))

@@ -15,8 +15,14 @@ from tests.conftest import to_config
 
 def test_key_ignores_field_order_and_delivery_fields() -> None:
     a = {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 0, "stream": True}
-    b = {"temperature": 0, "stream": False, "user": "u", "stream_options": {"include_usage": True},
-         "messages": [{"content": "x", "role": "user"}], "model": "m"}
+    b = {
+        "temperature": 0,
+        "stream": False,
+        "user": "u",
+        "stream_options": {"include_usage": True},
+        "messages": [{"content": "x", "role": "user"}],
+        "model": "m",
+    }
     ka = keys.exact_key("chat", "t:a", keys.answer_fields(a))
     assert ka == keys.exact_key("chat", "t:a", keys.answer_fields(b))
     assert ka != keys.exact_key("chat", "t:b", keys.answer_fields(a))  # scope
@@ -32,7 +38,12 @@ def test_semantic_partition_is_everything_but_the_last_user_text() -> None:
     assert part(base) == part(other_text)
     assert part(base) != part(other_system)
     assert keys.last_user_text(base["messages"]) == "q1"
-    assert keys.last_user_text([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]) == "a\nb"
+    assert (
+        keys.last_user_text(
+            [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+        )
+        == "a\nb"
+    )
     assert keys.last_user_text([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]) is None
     assert keys.last_user_text([{"role": "tool", "content": "x"}]) is None
 
@@ -61,17 +72,20 @@ async def test_memory_store_purge_by_model_team_scope() -> None:
     assert await s.purge(None, None, None) == 1
 
 
-@pytest.mark.parametrize("a,b,ok", [
-    ("Is the server running?", "Is the server not running?", False),
-    ("Convert 5 km to miles", "Convert 50 km to miles", False),
-    ("Book a flight to Paris", "Book a flight to London", False),
-    ("Sort the list in ascending order", "Sort the list in descending order", False),
-    ("How do I install numpy?", "How do I uninstall numpy?", False),
-    ('Grep for "timeout" in the logs', 'Grep for "deadline" in the logs', False),
-    ("How do I undo the last git commit?", "How can I undo my last commit in git?", True),
-    ("What is the capital of France?", "What's the capital city of France?", True),
-    ("How do I reverse a list in Python?", "how can i reverse a python list?", True),
-])
+@pytest.mark.parametrize(
+    "a,b,ok",
+    [
+        ("Is the server running?", "Is the server not running?", False),
+        ("Convert 5 km to miles", "Convert 50 km to miles", False),
+        ("Book a flight to Paris", "Book a flight to London", False),
+        ("Sort the list in ascending order", "Sort the list in descending order", False),
+        ("How do I install numpy?", "How do I uninstall numpy?", False),
+        ('Grep for "timeout" in the logs', 'Grep for "deadline" in the logs', False),
+        ("How do I undo the last git commit?", "How can I undo my last commit in git?", True),
+        ("What is the capital of France?", "What's the capital city of France?", True),
+        ("How do I reverse a list in Python?", "how can i reverse a python list?", True),
+    ],
+)
 def test_guards(a: str, b: str, ok: bool) -> None:
     assert compatible(a, b) is ok and compatible(b, a) is ok
 

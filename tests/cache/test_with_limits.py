@@ -15,13 +15,20 @@ from tests.limits.helpers import limits_config, settled, usage
 PRICES = {"chat": {"input_per_mtok": 1000, "output_per_mtok": 2000}}  # $0.001 / $0.002 per token
 
 
-async def test_hits_cost_nothing_count_toward_rpm_and_report_the_saving(engine_factory, gateway_factory, tmp_path) -> None:
+async def test_hits_cost_nothing_count_toward_rpm_and_report_the_saving(
+    engine_factory, gateway_factory, tmp_path
+) -> None:
     engine = await engine_factory(output_tokens=16)
     raw = limits_config(
-        [engine], prices=PRICES,
-        limits={"rules": [{"scope": "key", "name": "research-agents", "requests_per_minute": 6}]},  # refills one per 10 s
-        budgets={"sqlite_path": str(tmp_path / "spend.db"),
-                 "rules": [{"scope": "team", "name": "research", "period": "monthly", "hard_usd": 10}]},
+        [engine],
+        prices=PRICES,
+        limits={
+            "rules": [{"scope": "key", "name": "research-agents", "requests_per_minute": 6}]
+        },  # refills one per 10 s
+        budgets={
+            "sqlite_path": str(tmp_path / "spend.db"),
+            "rules": [{"scope": "team", "name": "research", "period": "monthly", "hard_usd": 10}],
+        },
     )
     raw["cache"] = {}
     gw = await gateway_factory(raw)
@@ -29,7 +36,9 @@ async def test_hits_cost_nothing_count_toward_rpm_and_report_the_saving(engine_f
     seen: list[tuple[str | None, int]] = []
     first = None
     for _ in range(3):
-        r = await client.chat.completions.with_raw_response.create(model="chat", messages=Q, temperature=0, max_tokens=64)
+        r = await client.chat.completions.with_raw_response.create(
+            model="chat", messages=Q, temperature=0, max_tokens=64
+        )
         seen.append((r.headers.get("x-switchyard-cache"), int(r.headers["x-ratelimit-remaining-requests"])))
         first = first or r.parse()
     await settled(gw)

@@ -36,7 +36,9 @@ async def chat(gw, key: str, model: str = "chat") -> None:
     await sdk(gw, key).chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
 
 
-async def test_create_use_list_revoke_with_sqlite_and_keys_survive_a_restart(engines, gateway_factory, tmp_path: Path) -> None:
+async def test_create_use_list_revoke_with_sqlite_and_keys_survive_a_restart(
+    engines, gateway_factory, tmp_path: Path
+) -> None:
     db = tmp_path / "switchyard.db"
     raw = config(engines, {"keystore": {"path": str(db)}})
     gw = await gateway_factory(raw)
@@ -69,7 +71,9 @@ async def test_create_use_list_revoke_with_sqlite_and_keys_survive_a_restart(eng
 
 async def test_bad_admin_key_calls_get_openai_style_errors(engines, gateway_factory, tmp_path: Path) -> None:
     gw = await gateway_factory(config(engines, {"keystore": {"path": str(tmp_path / "k.db")}}))
-    status, body = await admin(gw, "POST", "/admin/keys", {"team": "ops"}, headers={"Authorization": f"Bearer {KEY_ALL}"})
+    status, body = await admin(
+        gw, "POST", "/admin/keys", {"team": "ops"}, headers={"Authorization": f"Bearer {KEY_ALL}"}
+    )
     assert status == 401 and body["error"]["code"] == "invalid_api_key"
     status, body = await admin(gw, "POST", "/admin/keys", {"team": "nobody"})
     assert status == 400 and body["error"]["param"] == "team"
@@ -90,8 +94,10 @@ async def test_bad_admin_key_calls_get_openai_style_errors(engines, gateway_fact
 
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (make test / scripts/with-redis.sh)")
 async def test_two_gateways_sharing_redis_see_each_others_keys(engines, gateway_factory) -> None:
-    store = {"redis": {"url": os.environ["REDIS_URL"], "key_prefix": f"sy-test-{uuid.uuid4().hex[:8]}:"},
-             "keystore": {"refresh_s": 0.1}}
+    store = {
+        "redis": {"url": os.environ["REDIS_URL"], "key_prefix": f"sy-test-{uuid.uuid4().hex[:8]}:"},
+        "keystore": {"refresh_s": 0.1},
+    }
     a = await gateway_factory(config(engines, store))
     b = await gateway_factory(config(engines, store))
     try:

@@ -30,8 +30,11 @@ async def test_missing_and_unknown_keys_are_401(gateway) -> None:
 
 async def test_x_api_key_header_works(gateway) -> None:
     async with aiohttp.ClientSession() as s:
-        async with s.post(gateway.url + "/chat/completions", headers={"x-api-key": KEY_ALL},
-                          json={"model": "chat", "messages": MESSAGES, "max_tokens": 1}) as r:
+        async with s.post(
+            gateway.url + "/chat/completions",
+            headers={"x-api-key": KEY_ALL},
+            json={"model": "chat", "messages": MESSAGES, "max_tokens": 1},
+        ) as r:
             assert r.status == 200
 
 
@@ -50,8 +53,15 @@ async def test_unknown_model_is_404(client) -> None:
 async def test_malformed_json_and_missing_fields_are_400(gateway, client) -> None:
     auth = {"Authorization": f"Bearer {KEY_ALL}", "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as s:
-        for body in (b"{not json", b"[1,2]", b"", b'{"messages": []}', b'{"model": "chat"}', b'{"model": "chat", "messages": "hi"}',
-                     b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}'):
+        for body in (
+            b"{not json",
+            b"[1,2]",
+            b"",
+            b'{"messages": []}',
+            b'{"model": "chat"}',
+            b'{"model": "chat", "messages": "hi"}',
+            b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+        ):
             async with s.post(gateway.url + "/chat/completions", data=body, headers=auth) as r:
                 assert r.status == 400, body
                 assert_openai_shape(await r.json(), 400)
@@ -89,6 +99,7 @@ async def test_upstream_down_is_502_and_the_gateway_survives(gateway_factory, en
 
 async def test_upstream_client_errors_pass_through(client, engines) -> None:
     from loadtest.engine import Fault
+
     for e in engines:
         e.set_fault(Fault(kind="status", status=400, body="max_tokens is too large"))
     with pytest.raises(openai.BadRequestError) as err:
@@ -98,6 +109,7 @@ async def test_upstream_client_errors_pass_through(client, engines) -> None:
 
 async def test_upstream_rejecting_gateway_credentials_is_502_not_401(client, engines) -> None:
     from loadtest.engine import Fault
+
     for e in engines:
         e.set_fault(Fault(kind="status", status=401))
     with pytest.raises(openai.APIStatusError) as err:
@@ -107,6 +119,7 @@ async def test_upstream_rejecting_gateway_credentials_is_502_not_401(client, eng
 
 async def test_ready_is_503_while_a_model_has_no_reachable_deployment(gateway_factory, engine_factory) -> None:
     import asyncio
+
     live = await engine_factory()
     raw = gateway_config([live])
     raw["backends"].append({"name": "dead", "kind": "vllm", "url": "http://127.0.0.1:9/v1"})

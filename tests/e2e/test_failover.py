@@ -46,7 +46,8 @@ async def test_fallback_alias_answers_when_the_primary_is_down(engine_factory, g
     for i in range(6):
         t0 = time.monotonic()
         raw_resp = await client.chat.completions.with_raw_response.create(
-            model="big", messages=MESSAGES, max_tokens=3, stream=i % 2 == 1)
+            model="big", messages=MESSAGES, max_tokens=3, stream=i % 2 == 1
+        )
         assert raw_resp.headers["x-switchyard-model"] == "small"
         assert raw_resp.headers["x-switchyard-deployment"] == "e1/upstream-small"
         if i % 2 == 0:
@@ -108,8 +109,11 @@ async def _wait_engine(url: str, timeout: float = 15) -> None:
 
 def _spawn_engine(port: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "loadtest.engine", "--port", str(port)], cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "loadtest.engine", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -120,8 +124,11 @@ async def test_killed_and_restarted_engine_process_rejoins(engine_factory, gatew
         url = f"http://127.0.0.1:{port}/v1"
         await _wait_engine(url)
         steady = await engine_factory()
-        raw = config([steady], {"breaker": {"consecutive_failures": 2, "open_s": 0.5, "max_open_s": 1}},
-                     health_check_interval_s=0.2)
+        raw = config(
+            [steady],
+            {"breaker": {"consecutive_failures": 2, "open_s": 0.5, "max_open_s": 1}},
+            health_check_interval_s=0.2,
+        )
         raw["backends"].append({"name": "proc", "kind": "vllm", "url": url})
         raw["models"][0]["deployments"].append({"backend": "proc", "model": "upstream-llama"})
         gw = await gateway_factory(raw)
@@ -132,12 +139,16 @@ async def test_killed_and_restarted_engine_process_rejoins(engine_factory, gatew
         proc.wait(timeout=10)
         for i in range(20):  # zero client errors while it is dead
             assert await ask(client, stream=i % 2 == 0)
-        assert (await breakers(gw))["proc"]["state"] in ("open", "half_open") or not (await breakers(gw))["proc"]["healthy"]
+        assert (await breakers(gw))["proc"]["state"] in ("open", "half_open") or not (await breakers(gw))["proc"][
+            "healthy"
+        ]
         proc = _spawn_engine(port)  # restarted on the same port
         await _wait_engine(url)
         served = await metric(gw, "switchyard_requests_total", deployment="proc/upstream-llama", status="200")
         deadline = time.monotonic() + 10
-        while await metric(gw, "switchyard_requests_total", deployment="proc/upstream-llama", status="200") < served + 3:
+        while (
+            await metric(gw, "switchyard_requests_total", deployment="proc/upstream-llama", status="200") < served + 3
+        ):
             assert await ask(client)  # still zero client errors
             assert time.monotonic() < deadline, "restarted engine did not rejoin"
             await asyncio.sleep(0.05)
@@ -184,7 +195,9 @@ async def test_a_hung_engine_behind_hedging_still_opens_its_breaker(engine_facto
             break
     # ... and the lost races (no first byte, twice in a row without a success) trip its breaker, so
     # requests stop paying the hedge delay on it.
-    assert (await breakers(gw))["e0"]["state"] == "open", f"still {(await breakers(gw))['e0']['state']} after {i + 1} requests"
+    assert (await breakers(gw))["e0"]["state"] == "open", (
+        f"still {(await breakers(gw))['e0']['state']} after {i + 1} requests"
+    )
     before, hedges = hung.stats.requests_total, await metric(gw, "switchyard_hedges_total", model="chat")
     for _ in range(5):
         assert await ask(client)

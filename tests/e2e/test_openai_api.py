@@ -12,11 +12,16 @@ from openai import AsyncOpenAI
 from tests.conftest import BACKEND_KEY, KEY_ALL, KEY_CHAT, sdk
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
-TOOLS = [{
-    "type": "function",
-    "function": {"name": "get_weather", "description": "Weather for a city",
-                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
-}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 
 
 async def test_chat_completion_non_stream(client: AsyncOpenAI, engines) -> None:
@@ -31,7 +36,9 @@ async def test_chat_completion_non_stream(client: AsyncOpenAI, engines) -> None:
     assert sent["model"] == "upstream-llama" and sent["messages"] == MESSAGES
 
 
-async def test_chat_stream_parses_and_hides_the_usage_chunk_it_did_not_ask_for(client: AsyncOpenAI, gateway, engines) -> None:
+async def test_chat_stream_parses_and_hides_the_usage_chunk_it_did_not_ask_for(
+    client: AsyncOpenAI, gateway, engines
+) -> None:
     stream = await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=6, stream=True)
     chunks = [c async for c in stream]
     assert all(c.choices for c in chunks), "the gateway's own usage chunk leaked to the client"
@@ -46,7 +53,8 @@ async def test_chat_stream_parses_and_hides_the_usage_chunk_it_did_not_ask_for(c
 
 async def test_chat_stream_with_usage_requested_by_client(client: AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
-        model="chat", messages=MESSAGES, max_tokens=5, stream=True, stream_options={"include_usage": True})
+        model="chat", messages=MESSAGES, max_tokens=5, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [c async for c in stream]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 5
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -61,13 +69,19 @@ def _normalise(sse: bytes) -> bytes:
 async def test_stream_bytes_equal_what_the_engine_sends(engine_factory, gateway_factory) -> None:
     engine = await engine_factory(seed=7)
     gw = await gateway_factory(_one_engine_config(engine))
-    body = {"model": "upstream-llama", "messages": MESSAGES, "max_tokens": 5, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": "upstream-llama",
+        "messages": MESSAGES,
+        "max_tokens": 5,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     async with aiohttp.ClientSession() as s:
         async with s.post(engine.url + "/chat/completions", json=body) as r:
             direct = await r.read()
-        async with s.post(gw.url + "/chat/completions", json={**body, "model": "chat"},
-                          headers={"Authorization": f"Bearer {KEY_ALL}"}) as r:
+        async with s.post(
+            gw.url + "/chat/completions", json={**body, "model": "chat"}, headers={"Authorization": f"Bearer {KEY_ALL}"}
+        ) as r:
             assert r.headers["Content-Type"].startswith("text/event-stream")
             through = await r.read()
     assert through.endswith(b"data: [DONE]\n\n")
@@ -76,8 +90,12 @@ async def test_stream_bytes_equal_what_the_engine_sends(engine_factory, gateway_
 
 async def test_tools_response_format_and_unknown_fields_pass_through_untouched(client: AsyncOpenAI, engines) -> None:
     reply = await client.chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "Weather in Oslo?"}], tools=TOOLS,
-        tool_choice="auto", extra_body={"top_k": 7, "vendor_flag": {"nested": [1, 2]}}, max_tokens=20,
+        model="chat",
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        tools=TOOLS,
+        tool_choice="auto",
+        extra_body={"top_k": 7, "vendor_flag": {"nested": [1, 2]}},
+        max_tokens=20,
     )
     call = reply.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather" and "city" in orjson.loads(call.function.arguments)
@@ -88,7 +106,8 @@ async def test_tools_response_format_and_unknown_fields_pass_through_untouched(c
 
 async def test_streamed_tool_calls(client: AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "Weather?"}], tools=TOOLS, stream=True)
+        model="chat", messages=[{"role": "user", "content": "Weather?"}], tools=TOOLS, stream=True
+    )
     args, name = "", None
     async for c in stream:
         for tc in (c.choices[0].delta.tool_calls or []) if c.choices else []:
@@ -124,8 +143,11 @@ async def test_client_key_is_never_forwarded_upstream(client: AsyncOpenAI, engin
 
 async def test_request_id_is_honoured(gateway) -> None:
     async with aiohttp.ClientSession() as s:
-        async with s.post(gateway.url + "/chat/completions", headers={"Authorization": f"Bearer {KEY_ALL}", "x-request-id": "trace-123"},
-                          json={"model": "chat", "messages": MESSAGES, "max_tokens": 1}) as r:
+        async with s.post(
+            gateway.url + "/chat/completions",
+            headers={"Authorization": f"Bearer {KEY_ALL}", "x-request-id": "trace-123"},
+            json={"model": "chat", "messages": MESSAGES, "max_tokens": 1},
+        ) as r:
             assert r.status == 200 and r.headers["x-request-id"] == "trace-123"
 
 
@@ -142,8 +164,13 @@ async def test_health_and_metrics(gateway) -> None:
         assert status == 200 and body["models"] == {"chat": True, "embed": True}
     await sdk(gateway).chat.completions.create(model="chat", messages=MESSAGES, max_tokens=1)
     text = await _get(gateway.base + "/metrics")
-    assert re.search(r'switchyard_requests_total\{deployment="e\d/upstream-llama",model="chat",status="200",team="research"\} 1\.0', text)
-    assert "switchyard_request_duration_seconds_bucket" in text and "switchyard_time_to_first_token_seconds_count" in text
+    assert re.search(
+        r'switchyard_requests_total\{deployment="e\d/upstream-llama",model="chat",status="200",team="research"\} 1\.0',
+        text,
+    )
+    assert (
+        "switchyard_request_duration_seconds_bucket" in text and "switchyard_time_to_first_token_seconds_count" in text
+    )
     assert re.search(r'switchyard_deployment_in_flight\{deployment="e\d/upstream-llama"\} 0\.0', text)
 
 
@@ -155,4 +182,5 @@ async def _get(url: str) -> str:
 
 def _one_engine_config(engine) -> dict:
     from tests.conftest import gateway_config
+
     return gateway_config([engine])

@@ -41,7 +41,8 @@ async def post_reload(base: str) -> tuple[int, dict]:
 
 async def deployment_of_new_request(gw) -> str:
     raw = await sdk(gw).chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
     return raw.headers["x-switchyard-deployment"]
 
 
@@ -53,7 +54,8 @@ async def test_a_long_stream_survives_a_reload_that_moves_the_route(engine_facto
     try:
         old = gw.current
         stream = await sdk(gw).chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "a long answer"}], stream=True, max_tokens=30)
+            model="chat", messages=[{"role": "user", "content": "a long answer"}], stream=True, max_tokens=30
+        )
         chunks = [await stream.__anext__()]  # the stream is running on e0
 
         write(path, chat_on(engines, 1))
@@ -82,7 +84,7 @@ async def test_an_invalid_file_is_refused_with_every_problem_and_the_old_config_
     gw = await start_gateway(to_config(chat_on(engines, 0)), port=0, config_path=str(path))
     try:
         bad = chat_on(engines, 1)
-        bad["server"]["colour"] = "blue"                          # unknown key
+        bad["server"]["colour"] = "blue"  # unknown key
         bad["models"][0]["deployments"][0]["backend"] = "nowhere"  # dangling reference
         write(path, bad)
         status, body = await post_reload(gw.base)
@@ -114,8 +116,11 @@ async def test_sighup_reloads_a_served_gateway(engines, tmp_path: Path) -> None:
     raw = chat_on(engines, 0)
     raw["server"]["port"] = port
     write(path, raw)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         await asyncio.to_thread(wait_port, port)
         raw["models"].append({"name": "chat-2", "deployments": [{"backend": "e1", "model": "upstream-llama"}]})

@@ -55,8 +55,20 @@ async def metric(gw, name: str, **labels: str) -> float:
 
 async def test_500s_open_the_breaker_traffic_moves_and_it_recovers_half_open(engine_factory, gateway_factory) -> None:
     e0, e1 = await engine_factory(), await engine_factory()
-    gw = await gateway_factory(config([e0, e1], {"breaker": {
-        "consecutive_failures": 3, "min_calls": 100, "open_s": 0.4, "max_open_s": 0.8, "half_open_successes": 2}}))
+    gw = await gateway_factory(
+        config(
+            [e0, e1],
+            {
+                "breaker": {
+                    "consecutive_failures": 3,
+                    "min_calls": 100,
+                    "open_s": 0.4,
+                    "max_open_s": 0.8,
+                    "half_open_successes": 2,
+                }
+            },
+        )
+    )
     client = sdk(gw)
     e1.set_fault(Fault(kind="status", status=500))
     answers = [await ask(client, stream=i % 2 == 0) for i in range(30)]  # zero client errors
@@ -66,7 +78,9 @@ async def test_500s_open_the_breaker_traffic_moves_and_it_recovers_half_open(eng
     assert state["e0"]["state"] == "closed"
     assert e1.stats.requests_total <= 8  # 3 to trip it, then a few half-open probes, not 15
     assert e0.stats.completed == 30
-    assert await metric(gw, "switchyard_breaker_transitions_total", deployment="e1/upstream-llama", to_state="open") >= 1
+    assert (
+        await metric(gw, "switchyard_breaker_transitions_total", deployment="e1/upstream-llama", to_state="open") >= 1
+    )
     assert await metric(gw, "switchyard_retries_total", reason="status_500") >= 3
     assert await metric(gw, "switchyard_breaker_rejections_total", deployment="e1/upstream-llama") >= 1
 
@@ -155,7 +169,8 @@ async def test_timeouts_are_clear_504s(engine_factory, gateway_factory) -> None:
     raw2 = config([e0], {"max_attempts": 1})
     raw2["backends"][0]["timeouts"] = {"ttfb_s": 5, "idle_s": 0.15}
     stream = await sdk(await gateway_factory(raw2)).chat.completions.create(
-        model="chat", messages=MESSAGES, max_tokens=8, stream=True)
+        model="chat", messages=MESSAGES, max_tokens=8, stream=True
+    )
     with pytest.raises(openai.APIError) as e2:
         async for _ in stream:
             pass
@@ -179,8 +194,11 @@ async def test_drop_mid_stream_is_not_retried_and_the_client_sees_an_error(engin
 
 async def test_retry_budget_stops_amplification_when_everything_fails(engine_factory, gateway_factory) -> None:
     e0, e1 = await engine_factory(), await engine_factory()
-    gw = await gateway_factory(config([e0, e1], {
-        "breaker": {"enabled": False}, "budget_ratio": 0.2, "budget_min_retries": 0, "max_attempts": 3}))
+    gw = await gateway_factory(
+        config(
+            [e0, e1], {"breaker": {"enabled": False}, "budget_ratio": 0.2, "budget_min_retries": 0, "max_attempts": 3}
+        )
+    )
     for e in (e0, e1):
         e.set_fault(Fault(kind="status", status=500))
     client = sdk(gw)
@@ -196,7 +214,9 @@ async def test_retry_budget_stops_amplification_when_everything_fails(engine_fac
     assert await metric(gw, "switchyard_retry_budget_exhausted_total", model="chat") >= 30
 
 
-async def test_a_client_4xx_is_passed_through_never_retried_and_never_trips_a_breaker(engine_factory, gateway_factory) -> None:
+async def test_a_client_4xx_is_passed_through_never_retried_and_never_trips_a_breaker(
+    engine_factory, gateway_factory
+) -> None:
     e0 = await engine_factory(max_model_len=64)
     gw = await gateway_factory(config([e0], {"breaker": {"consecutive_failures": 1}}))
     client = sdk(gw)

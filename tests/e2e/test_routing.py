@@ -87,7 +87,9 @@ async def test_prefix_aware_keeps_a_conversation_on_the_engine_that_caches_it(en
     assert await metric(gw, "switchyard_prefix_routing_total", model="chat", decision="cache") >= 24
 
 
-async def test_local_first_spills_to_remote_only_when_local_is_full_and_comes_back(engine_factory, gateway_factory) -> None:
+async def test_local_first_spills_to_remote_only_when_local_is_full_and_comes_back(
+    engine_factory, gateway_factory
+) -> None:
     local = await engine_factory(itl_s=0.02, output_tokens=30)
     remote = await engine_factory(profile="remote", price_per_input_token=1e-6, price_per_output_token=2e-6)
     raw = gateway_config([local, remote])
@@ -112,8 +114,12 @@ async def test_local_llama_falls_back_to_gpt_4o_mini(engine_factory, gateway_fac
     raw["backends"][0]["max_concurrency"] = 1
     raw["backends"][2]["kind"] = "openai"
     raw["models"] = [
-        {"name": "llama", "policy": "local-first", "fallbacks": ["gpt-4o-mini"],
-         "deployments": [{"backend": "e0", "model": "llama-8b"}, {"backend": "e1", "model": "llama-8b"}]},
+        {
+            "name": "llama",
+            "policy": "local-first",
+            "fallbacks": ["gpt-4o-mini"],
+            "deployments": [{"backend": "e0", "model": "llama-8b"}, {"backend": "e1", "model": "llama-8b"}],
+        },
         {"name": "gpt-4o-mini", "deployments": [{"backend": "e2", "model": "gpt-4o-mini"}]},
     ]
     raw["keys"] = raw["keys"][:1]
@@ -125,12 +131,15 @@ async def test_local_llama_falls_back_to_gpt_4o_mini(engine_factory, gateway_fac
     while gw.gateway.backends["e1"].healthy:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    busy = asyncio.create_task(client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "x"}]))
+    busy = asyncio.create_task(
+        client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "x"}])
+    )
     await asyncio.sleep(0.2)  # e0 now at its limit (max_concurrency 1)
     assert gw.gateway.backends["e0"].active == 1
     for stream in (False, True, False):
         r = await client.chat.completions.with_raw_response.create(
-            model="llama", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=stream)
+            model="llama", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=stream
+        )
         assert r.headers["x-switchyard-model"] == "gpt-4o-mini"
         assert r.headers["x-switchyard-deployment"] == "e2/gpt-4o-mini"
     assert gw.gateway.router.get("llama").deployments[1].breaker.state == "open"
@@ -142,10 +151,24 @@ def test_policy_options_are_validated_with_their_location() -> None:
     raw = gateway_config([])
     raw["backends"] = [{"name": "e0", "kind": "vllm", "url": "http://127.0.0.1:1/v1"}]
     raw["models"] = [
-        {"name": "chat", "policy": "session-affinity", "policy_options": {"load_factor": 0.5, "bogus": 1},
-         "deployments": [{"backend": "e0", "model": "m"}]},
-        {"name": "embed", "policy": "least-active", "policy_options": {"x": 1}, "deployments": [{"backend": "e0", "model": "m"}]},
-        {"name": "lf", "policy": "local-first", "policy_options": {"then": "nope"}, "deployments": [{"backend": "e0", "model": "m"}]},
+        {
+            "name": "chat",
+            "policy": "session-affinity",
+            "policy_options": {"load_factor": 0.5, "bogus": 1},
+            "deployments": [{"backend": "e0", "model": "m"}],
+        },
+        {
+            "name": "embed",
+            "policy": "least-active",
+            "policy_options": {"x": 1},
+            "deployments": [{"backend": "e0", "model": "m"}],
+        },
+        {
+            "name": "lf",
+            "policy": "local-first",
+            "policy_options": {"then": "nope"},
+            "deployments": [{"backend": "e0", "model": "m"}],
+        },
     ]
     with pytest.raises(ConfigError) as e:
         to_config(raw)
@@ -169,4 +192,10 @@ async def test_admin_deployments_show_each_deployments_load(engine_factory, gate
             rows = {d["name"]: d["load"] for m in (await r.json())["models"] for d in m["deployments"]}
     assert rows["e0/upstream-llama"]["source"] == "metrics" and rows["e0/upstream-llama"]["stale"] is False
     assert rows["e0/upstream-llama"]["kv_usage"] == 0
-    assert rows["e1/upstream-llama"] == {"waiting": 0, "running": 0, "kv_usage": None, "stale": False, "source": "in_flight"}
+    assert rows["e1/upstream-llama"] == {
+        "waiting": 0,
+        "running": 0,
+        "kv_usage": None,
+        "stale": False,
+        "source": "in_flight",
+    }

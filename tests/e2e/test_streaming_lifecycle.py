@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import orjson
 
@@ -56,7 +57,10 @@ async def test_least_active_with_weights_spreads_held_streams(engine_factory, ga
     raw["models"][0]["deployments"][0]["weight"] = 3
     gw = await gateway_factory(raw)
     client = sdk(gw)
-    streams = [await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=100, stream=True) for _ in range(8)]
+    streams = [
+        await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=100, stream=True)
+        for _ in range(8)
+    ]
     assert [e.stats.running + e.stats.waiting for e in slow] == [6, 2]
     for s in streams:
         await s.close()
@@ -66,7 +70,10 @@ async def test_equal_weights_share_load(engine_factory, gateway_factory) -> None
     slow = [await engine_factory(itl_s=0.05, output_tokens=100) for _ in range(2)]
     gw = await gateway_factory(gateway_config(slow))
     client = sdk(gw)
-    streams = [await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=100, stream=True) for _ in range(6)]
+    streams = [
+        await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=100, stream=True)
+        for _ in range(6)
+    ]
     assert [e.stats.requests_total for e in slow] == [3, 3]
     for s in streams:
         await s.close()
@@ -77,7 +84,12 @@ async def test_one_structured_log_line_per_request_without_secrets(gateway) -> N
     writer = configure_logging("info", "json", out=out)
     try:
         await sdk(gateway).chat.completions.create(model="chat", messages=MESSAGES, max_tokens=3)
-        await asyncio.sleep(0.2)
+        # the line is written after the answer (the settle task, then the log thread): wait for it
+        # rather than for a fixed time, which a loaded machine can outlast
+        deadline = time.monotonic() + 10
+        while b'"event":"request"' not in out.getvalue() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # and long enough for a second line to show, were there one
     finally:
         writer.close()
         configure_logging("warning", "json")

@@ -69,7 +69,9 @@ def test_yaml_and_toml_share_one_schema() -> None:
 
 
 def test_env_interpolation_fills_secrets_and_defaults() -> None:
-    text = ISSUE_MINIMAL.replace('max_concurrency = 64', 'max_concurrency = 64\napi_key = "${VLLM_KEY}"\nheaders = { x-org = "${ORG:-acme}" }')
+    text = ISSUE_MINIMAL.replace(
+        "max_concurrency = 64", 'max_concurrency = 64\napi_key = "${VLLM_KEY}"\nheaders = { x-org = "${ORG:-acme}" }'
+    )
     config = parse_config(text, env={"VLLM_KEY": "s3cret"})
     backend = config.backends[0]
     assert backend.api_key is not None and backend.api_key.get_secret_value() == "s3cret"
@@ -78,20 +80,25 @@ def test_env_interpolation_fills_secrets_and_defaults() -> None:
 
 
 def test_missing_env_variable_is_an_error_with_location() -> None:
-    text = ISSUE_MINIMAL.replace('max_concurrency = 64', 'max_concurrency = 64\napi_key = "${NOPE}"')
+    text = ISSUE_MINIMAL.replace("max_concurrency = 64", 'max_concurrency = 64\napi_key = "${NOPE}"')
     assert ("backends[0].api_key", "environment variable NOPE is not set") in problems_of(text)
 
 
 def test_unknown_keys_are_errors_not_ignored() -> None:
-    text = ISSUE_MINIMAL.replace('port = 4000', 'port = 4000\nprot = 1').replace('weight = 1 }', 'weight = 1, wieght = 2 }')
+    text = ISSUE_MINIMAL.replace("port = 4000", "port = 4000\nprot = 1").replace(
+        "weight = 1 }", "weight = 1, wieght = 2 }"
+    )
     found = dict(problems_of(text))
     assert found["server.prot"] == "unknown key"
     assert found["models[0](llama-3.1-8b).deployments[0].wieght"] == "unknown key"
 
 
 def test_every_error_is_reported_with_its_location_at_once() -> None:
-    text = ISSUE_MINIMAL.replace('kind = "vllm"', 'kind = "vllmm"').replace(
-        'url = "http://127.0.0.1:8001/v1"', 'url = "127.0.0.1:8001"').replace('sha256 = "9f86', 'sha256 = "zz86')
+    text = (
+        ISSUE_MINIMAL.replace('kind = "vllm"', 'kind = "vllmm"')
+        .replace('url = "http://127.0.0.1:8001/v1"', 'url = "127.0.0.1:8001"')
+        .replace('sha256 = "9f86', 'sha256 = "zz86')
+    )
     locs = [loc for loc, _ in problems_of(text)]
     assert "backends[0](local-vllm).kind" in locs
     assert "backends[0](local-vllm).url" in locs
@@ -99,7 +106,9 @@ def test_every_error_is_reported_with_its_location_at_once() -> None:
 
 
 def test_cross_references_must_resolve() -> None:
-    text = ISSUE_MINIMAL.replace('backend = "local-vllm"', 'backend = "gpu-9"').replace('team = "research"', 'team = "ops"')
+    text = ISSUE_MINIMAL.replace('backend = "local-vllm"', 'backend = "gpu-9"').replace(
+        'team = "research"', 'team = "ops"'
+    )
     found = dict(problems_of(text))
     assert found["models[0](llama-3.1-8b).deployments[0].backend"] == "no backend named 'gpu-9'"
     assert found["keys[0](research-agents).team"] == "no team named 'ops'"

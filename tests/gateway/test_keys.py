@@ -8,11 +8,11 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from gateway.auth import authenticate, presented_key
 from gateway.errors import GatewayError
 from gateway.keys import KeyTable, Principal, hash_key, new_key
-
-import pytest
 
 
 def test_hash_is_plain_sha256_hex() -> None:
@@ -42,10 +42,15 @@ def test_bearer_and_x_api_key_headers() -> None:
 
 
 def test_keys_new_cli_prints_key_once_and_its_hash_block() -> None:
-    out = subprocess.run([sys.executable, "-m", "gateway", "keys", "new", "--team", "research"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "new", "--team", "research"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     key = re.search(r"(sk-sy-\S+)", out).group(1)
-    block = tomllib.loads(out[out.index("[[keys]]"):])["keys"][0]
+    block = tomllib.loads(out[out.index("[[keys]]") :])["keys"][0]
     assert block["team"] == "research"
     assert block["sha256"] == hashlib.sha256(key.encode()).hexdigest()
     assert out.count(key) == 1  # the key itself is printed once, the config holds only the hash

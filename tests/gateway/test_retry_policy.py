@@ -78,13 +78,18 @@ deployments = [{ backend = "a", model = "y" }]
 
 
 def test_resilience_config_parses_and_rejects_mistakes() -> None:
-    cfg = parse_config(BASE + "\n[resilience]\nmax_attempts = 4\nbudget_ratio = 0.1\n[resilience.breaker]\nopen_s = 3\n")
+    cfg = parse_config(
+        BASE + "\n[resilience]\nmax_attempts = 4\nbudget_ratio = 0.1\n[resilience.breaker]\nopen_s = 3\n"
+    )
     assert cfg.resilience.max_attempts == 4 and cfg.resilience.breaker.open_s == 3
     assert cfg.backends[0].breaker is not None and cfg.backends[0].breaker.consecutive_failures == 2
     assert cfg.backends[0].timeouts is not None and cfg.backends[0].timeouts.ttfb_s == 30
     assert cfg.models[0].fallbacks == ["n"] and cfg.models[0].ttfb_s == 120
     with pytest.raises(ConfigError) as e:
-        parse_config(BASE.replace('fallbacks = ["n"]', 'fallbacks = ["nope"]') + "\n[resilience]\nretries = 3\nretry_on = [200]\n")
+        parse_config(
+            BASE.replace('fallbacks = ["n"]', 'fallbacks = ["nope"]')
+            + "\n[resilience]\nretries = 3\nretry_on = [200]\n"
+        )
     where = dict(e.value.problems)
     assert "resilience.retries" in where and where["resilience.retries"] == "unknown key"
     assert any(loc.startswith("resilience.retry_on") for loc in where)

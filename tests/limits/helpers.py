@@ -14,8 +14,15 @@ from tests.conftest import gateway_config
 ADMIN_KEY = "sk-test-admin"
 
 
-def limits_config(engines: list[Any], *, limits: dict | None = None, budgets: dict | None = None,
-                  prices: dict | None = None, redis: dict | None = None, **server: Any) -> dict[str, Any]:
+def limits_config(
+    engines: list[Any],
+    *,
+    limits: dict | None = None,
+    budgets: dict | None = None,
+    prices: dict | None = None,
+    redis: dict | None = None,
+    **server: Any,
+) -> dict[str, Any]:
     raw = gateway_config(engines, admin_key_sha256=hash_key(ADMIN_KEY), **server)
     if limits is not None:
         raw["limits"] = limits
@@ -39,4 +46,6 @@ async def settled(gw: RunningGateway) -> None:
 
 async def usage(gw: RunningGateway, api_key: str = ADMIN_KEY, **params: str) -> httpx.Response:
     async with httpx.AsyncClient() as c:
-        return await c.get(f"{gw.base}/v1/switchyard/usage", params=params, headers={"Authorization": f"Bearer {api_key}"})
+        return await c.get(
+            f"{gw.base}/v1/switchyard/usage", params=params, headers={"Authorization": f"Bearer {api_key}"}
+        )

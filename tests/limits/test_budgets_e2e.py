@@ -20,15 +20,24 @@ MSG = [{"role": "user", "content": "Hello there"}]
 PRICES = {"chat": {"input_per_mtok": 0, "output_per_mtok": 1000}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_parallel_streams_never_overspend_the_hard_budget(
-        backend: str, engine_factory: Any, gateway_factory: Any, prefix: str, tmp_path: Any) -> None:
+    backend: str, engine_factory: Any, gateway_factory: Any, prefix: str, tmp_path: Any
+) -> None:
     engine = await engine_factory(ttft_s=3.0, output_tokens=16, max_num_seqs=512)
     extra = {"redis": {"url": REDIS_URL, "key_prefix": prefix, "timeout_s": 3}} if backend == "redis" else {}
-    gw = await gateway_factory(limits_config(
-        [engine], prices=PRICES, **extra,
-        budgets={"sqlite_path": str(tmp_path / "spend.db"),
-                 "rules": [{"scope": "team", "name": "research", "period": "monthly", "hard_usd": 1.0}]}))
+    gw = await gateway_factory(
+        limits_config(
+            [engine],
+            prices=PRICES,
+            **extra,
+            budgets={
+                "sqlite_path": str(tmp_path / "spend.db"),
+                "rules": [{"scope": "team", "name": "research", "period": "monthly", "hard_usd": 1.0}],
+            },
+        )
+    )
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=300), timeout=30)
     client = sdk(gw, http_client=http)
 
@@ -55,9 +64,16 @@ async def test_parallel_streams_never_overspend_the_hard_budget(
 
 
 async def test_hard_budget_refuses_before_any_upstream_call(engines: Any, gateway_factory: Any, tmp_path: Any) -> None:
-    gw = await gateway_factory(limits_config(engines, prices=PRICES, budgets={
-        "sqlite_path": str(tmp_path / "spend.db"),
-        "rules": [{"scope": "key", "name": "ops-bot", "period": "daily", "hard_usd": 0.05}]}))
+    gw = await gateway_factory(
+        limits_config(
+            engines,
+            prices=PRICES,
+            budgets={
+                "sqlite_path": str(tmp_path / "spend.db"),
+                "rules": [{"scope": "key", "name": "ops-bot", "period": "daily", "hard_usd": 0.05}],
+            },
+        )
+    )
     client = sdk(gw, KEY_CHAT)
     await client.chat.completions.create(model="chat", messages=MSG, max_tokens=20)  # reserves 0.02, spends 0.016
     await client.chat.completions.create(model="chat", messages=MSG, max_tokens=20)
@@ -77,9 +93,16 @@ async def test_hard_budget_refuses_before_any_upstream_call(engines: Any, gatewa
 
 
 async def test_usage_endpoint_permissions_and_report(engines: Any, gateway_factory: Any, tmp_path: Any) -> None:
-    gw = await gateway_factory(limits_config(engines, prices=PRICES, budgets={
-        "sqlite_path": str(tmp_path / "spend.db"),
-        "rules": [{"scope": "team", "name": "*", "period": "monthly", "soft_usd": 5, "hard_usd": 10}]}))
+    gw = await gateway_factory(
+        limits_config(
+            engines,
+            prices=PRICES,
+            budgets={
+                "sqlite_path": str(tmp_path / "spend.db"),
+                "rules": [{"scope": "team", "name": "*", "period": "monthly", "soft_usd": 5, "hard_usd": 10}],
+            },
+        )
+    )
     await sdk(gw, KEY_CHAT).chat.completions.create(model="chat", messages=MSG, max_tokens=20)
     await settled(gw)
     own = await usage(gw, KEY_CHAT)
@@ -98,9 +121,14 @@ async def test_usage_endpoint_permissions_and_report(engines: Any, gateway_facto
 
 
 async def test_restart_keeps_the_spend(engines: Any, gateway_factory: Any, tmp_path: Any) -> None:
-    raw = limits_config(engines, prices=PRICES, budgets={
-        "sqlite_path": str(tmp_path / "spend.db"),
-        "rules": [{"scope": "team", "name": "ops", "period": "monthly", "hard_usd": 0.04}]})
+    raw = limits_config(
+        engines,
+        prices=PRICES,
+        budgets={
+            "sqlite_path": str(tmp_path / "spend.db"),
+            "rules": [{"scope": "team", "name": "ops", "period": "monthly", "hard_usd": 0.04}],
+        },
+    )
     first = await gateway_factory(raw)
     await sdk(first, KEY_CHAT).chat.completions.create(model="chat", messages=MSG, max_tokens=20)
     await settled(first)
@@ -111,7 +139,9 @@ async def test_restart_keeps_the_spend(engines: Any, gateway_factory: Any, tmp_p
         await sdk(second, KEY_CHAT).chat.completions.create(model="chat", messages=MSG, max_tokens=30)
 
 
-async def test_soft_limit_posts_the_webhook_once(engines: Any, gateway_factory: Any, loopback_receiver: Any, tmp_path: Any) -> None:
+async def test_soft_limit_posts_the_webhook_once(
+    engines: Any, gateway_factory: Any, loopback_receiver: Any, tmp_path: Any
+) -> None:
     received: list[dict[str, Any]] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -119,10 +149,18 @@ async def test_soft_limit_posts_the_webhook_once(engines: Any, gateway_factory: 
         return web.Response(text="ok")
 
     base = await loopback_receiver("/hook", hook)
-    gw = await gateway_factory(limits_config(engines, prices=PRICES, budgets={
-        "sqlite_path": str(tmp_path / "spend.db"),
-        "rules": [{"scope": "team", "name": "ops", "soft_usd": 0.02, "hard_usd": 1,
-                   "webhook_url": f"{base}/hook"}]}))
+    gw = await gateway_factory(
+        limits_config(
+            engines,
+            prices=PRICES,
+            budgets={
+                "sqlite_path": str(tmp_path / "spend.db"),
+                "rules": [
+                    {"scope": "team", "name": "ops", "soft_usd": 0.02, "hard_usd": 1, "webhook_url": f"{base}/hook"}
+                ],
+            },
+        )
+    )
     client = sdk(gw, KEY_CHAT)
     for _ in range(3):  # 0.016, 0.032 (crosses 0.02), 0.048
         await client.chat.completions.create(model="chat", messages=MSG, max_tokens=20)
@@ -135,29 +173,30 @@ async def test_soft_limit_posts_the_webhook_once(engines: Any, gateway_factory: 
 
 
 @pytest.mark.parametrize("cut", [True, False])
-async def test_stream_cut_at_its_reservation_under_a_hard_budget(
-        cut: bool, engine_factory: Any, gateway_factory: Any, tmp_path: Any) -> None:
+async def test_stream_without_max_tokens_stays_within_its_reservation_under_a_hard_budget(
+    cut: bool, engine_factory: Any, gateway_factory: Any, tmp_path: Any
+) -> None:
     engine = await engine_factory(output_tokens=40)
-    gw = await gateway_factory(limits_config(
-        [engine], prices=PRICES, limits={"default_max_tokens": 10},
-        budgets={"sqlite_path": str(tmp_path / "spend.db"), "cut_streams": cut,
-                 "rules": [{"scope": "team", "name": "ops", "hard_usd": 1.0}]}))
+    gw = await gateway_factory(
+        limits_config(
+            [engine],
+            prices=PRICES,
+            limits={"default_max_tokens": 10},
+            budgets={
+                "sqlite_path": str(tmp_path / "spend.db"),
+                "cut_streams": cut,
+                "rules": [{"scope": "team", "name": "ops", "hard_usd": 1.0}],
+            },
+        )
+    )
     stream = await sdk(gw, KEY_CHAT).chat.completions.create(model="chat", messages=MSG, stream=True)  # no max_tokens
     pieces: list[str] = []
-    if cut:
-        with pytest.raises(openai.APIError) as exc:
-            async for chunk in stream:
-                pieces += [c.delta.content or "" for c in chunk.choices]
-        assert "budget" in str(exc.value)
-        assert 0 < len([p for p in pieces if p]) <= 10
-    else:
-        async for chunk in stream:
-            pieces += [c.delta.content or "" for c in chunk.choices]
-        assert len([p for p in pieces if p]) == 40
+    async for chunk in stream:  # the upstream was told max_tokens = the reservation: nothing to cut
+        pieces += [c.delta.content or "" for c in chunk.choices]
+    assert len([p for p in pieces if p]) == 10
     await settled(gw)
     spend = (await usage(gw, team="ops")).json()["spend_usd"]
-    # cut: charged its reservation (10 tokens); not cut: the real 40 tokens, 4x what was reserved
-    assert spend == pytest.approx(0.010 if cut else 0.040)
+    assert spend == pytest.approx(0.010)  # 10 tokens, not the 40 the answer would have had
 
 
 async def test_usage_endpoint_when_nothing_is_configured(gateway: Any) -> None:

@@ -15,7 +15,7 @@ import pytest
 from gateway.config import ConfigError
 from tests.conftest import gateway_config, sdk, to_config
 from tests.limits.conftest import REDIS_URL
-from tests.limits.helpers import ADMIN_KEY, limits_config, settled
+from tests.limits.helpers import ADMIN_KEY, limits_config
 
 MSG = [{"role": "user", "content": "Hello there"}]
 
@@ -25,8 +25,9 @@ async def remote_engines(engine_factory: Any, *limits: int) -> list[Any]:
     return [await engine_factory(profile="remote", rpm_limit=rpm) for rpm in limits]
 
 
-def quota_config(engines: list[Any], quotas: list[dict | None], *, policy: str = "round-robin",
-                 **extra: Any) -> dict[str, Any]:
+def quota_config(
+    engines: list[Any], quotas: list[dict | None], *, policy: str = "round-robin", **extra: Any
+) -> dict[str, Any]:
     raw = limits_config(engines, **extra)  # admin key set; [limits]/[redis] only when given
     for backend, quota in zip(raw["backends"], quotas):
         backend["kind"] = "openai-compatible"
@@ -44,7 +45,8 @@ def skips(gw: Any, deployment: str) -> float:
 
 
 async def test_traffic_beyond_a_deployments_quota_goes_to_the_other_with_zero_errors(
-        engine_factory: Any, gateway_factory: Any) -> None:
+    engine_factory: Any, gateway_factory: Any
+) -> None:
     limited, free = await remote_engines(engine_factory, 3, 0)
     gw = await gateway_factory(quota_config([limited, free], [{"requests_per_minute": 3}, None]))
     client = sdk(gw)
@@ -62,7 +64,8 @@ async def test_traffic_beyond_a_deployments_quota_goes_to_the_other_with_zero_er
 
 
 async def test_every_deployment_over_quota_gives_rate_limit_error_with_retry_after(
-        engine_factory: Any, gateway_factory: Any) -> None:
+    engine_factory: Any, gateway_factory: Any
+) -> None:
     a, b = await remote_engines(engine_factory, 2, 2)
     gw = await gateway_factory(quota_config([a, b], [{"requests_per_minute": 2}, {"requests_per_minute": 2}]))
     client = sdk(gw)
@@ -88,7 +91,8 @@ async def test_every_deployment_over_quota_gives_rate_limit_error_with_retry_aft
 
 
 async def test_fallback_alias_serves_when_the_alias_deployments_are_over_quota(
-        engine_factory: Any, gateway_factory: Any) -> None:
+    engine_factory: Any, gateway_factory: Any
+) -> None:
     limited, spare = await remote_engines(engine_factory, 1, 0)
     raw = quota_config([limited, spare], [{"requests_per_minute": 1}, None])
     raw["models"] = [
@@ -106,50 +110,51 @@ async def test_fallback_alias_serves_when_the_alias_deployments_are_over_quota(
 
 
 async def test_tokens_per_minute_charged_when_sent_and_corrected_to_real_usage(
-        engine_factory: Any, gateway_factory: Any) -> None:
+    engine_factory: Any, gateway_factory: Any
+) -> None:
     slow = await engine_factory(profile="remote", ttft_s=0.6, output_tokens=10)
     gw = await gateway_factory(quota_config([slow], [{"tokens_per_minute": 1000}], limits={"rules": []}))
     assert gw.gateway.limits is not None  # the estimate comes from the limits phase's reservation
     client = sdk(gw)
-    # in flight: its estimate (prompt + max_tokens 600) is held, so a second one does not fit
+    # in flight: its estimate (prompt + max_tokens 600) is held, so a second one does not fit: it
+    # waits in the admission queue until the first settles to the ~20 tokens really used
     first = asyncio.create_task(client.chat.completions.create(model="chat", messages=MSG, max_tokens=600))
     await asyncio.sleep(0.3)
-    with pytest.raises(openai.RateLimitError) as exc:
-        await client.chat.completions.create(model="chat", messages=MSG, max_tokens=600)
-    assert exc.value.response.headers["retry-after"]
+    t0 = time.monotonic()
+    raw = await client.chat.completions.with_raw_response.create(model="chat", messages=MSG, max_tokens=600)
+    waited = time.monotonic() - t0
     reply = await first
     assert reply.usage is not None and reply.usage.completion_tokens <= 10
-    await settled(gw)
-    # settled to the ~20 tokens really used: there is room for another 600-token request at once
-    second = await client.chat.completions.create(model="chat", messages=MSG, max_tokens=600)
-    assert second.choices
+    assert raw.parse().choices and waited >= 0.2  # served once the first one's tokens came back
+    assert int(raw.headers["x-switchyard-queue-ms"]) >= 200
     assert slow.stats.requests_total == 2 and slow.stats.rate_limited == 0
 
 
 async def test_quota_without_a_limits_section_estimates_tokens_itself(
-        engine_factory: Any, gateway_factory: Any) -> None:
+    engine_factory: Any, gateway_factory: Any
+) -> None:
     slow = await engine_factory(profile="remote", ttft_s=0.6, output_tokens=10)
     gw = await gateway_factory(quota_config([slow], [{"tokens_per_minute": 5000}]))
     assert gw.gateway.limits is None  # no [limits], [budgets] or [prices]: no limits phase
     client = sdk(gw)
-    # no max_tokens: prompt + the default 4096-token output allowance is held while it runs
+    # no max_tokens: prompt + the default 4096-token output allowance is held while it runs, so
+    # the second one waits (admission queue) until the first settles to what it used
     first = asyncio.create_task(client.chat.completions.create(model="chat", messages=MSG))
     await asyncio.sleep(0.3)
-    with pytest.raises(openai.RateLimitError):
-        await client.chat.completions.create(model="chat", messages=MSG, max_tokens=1000)
-    await first
-    await settled(gw)
-    assert (await client.chat.completions.create(model="chat", messages=MSG, max_tokens=1000)).choices
-    assert slow.stats.requests_total == 2
+    second = await client.chat.completions.create(model="chat", messages=MSG, max_tokens=1000)
+    assert first.done() and second.choices
+    assert slow.stats.requests_total == 2 and slow.stats.rate_limited == 0
 
 
 async def test_two_gateways_on_one_redis_share_each_deployments_quota(
-        engine_factory: Any, gateway_factory: Any, prefix: str) -> None:
+    engine_factory: Any, gateway_factory: Any, prefix: str
+) -> None:
     a, b = await remote_engines(engine_factory, 4, 4)
     # 4 at once, refilling 1 per minute: a run of a few seconds gets exactly 4 per deployment
     quota = {"requests_per_minute": 1, "burst": 4}
-    raw = quota_config([a, b], [quota, quota], policy="least-active",
-                       redis={"url": REDIS_URL, "key_prefix": prefix, "timeout_s": 3})
+    raw = quota_config(
+        [a, b], [quota, quota], policy="least-active", redis={"url": REDIS_URL, "key_prefix": prefix, "timeout_s": 3}
+    )
     g1, g2 = await gateway_factory(raw), await gateway_factory(raw)
     assert g1.gateway.redis is not g2.gateway.redis
     http = httpx.AsyncClient(timeout=30)
@@ -172,10 +177,15 @@ async def test_two_gateways_on_one_redis_share_each_deployments_quota(
 
 
 async def test_dead_redis_follows_the_fail_policy_without_hanging(
-        engine_factory: Any, gateway_factory: Any, private_redis: Any) -> None:
+    engine_factory: Any, gateway_factory: Any, private_redis: Any
+) -> None:
     (e,) = await remote_engines(engine_factory, 0)
-    raw = quota_config([e], [{"requests_per_minute": 100}],
-                       limits={"fail_policy": "closed"}, redis={"url": private_redis.url, "timeout_s": 0.2})
+    raw = quota_config(
+        [e],
+        [{"requests_per_minute": 100}],
+        limits={"fail_policy": "closed"},
+        redis={"url": private_redis.url, "timeout_s": 0.2},
+    )
     gw = await gateway_factory(raw)
     client = sdk(gw)
     assert (await client.chat.completions.create(model="chat", messages=MSG, max_tokens=5)).choices
@@ -187,12 +197,15 @@ async def test_dead_redis_follows_the_fail_policy_without_hanging(
     assert time.monotonic() - started < 1.0
 
 
-@pytest.mark.parametrize("quota, message", [
-    ({}, "set at least one of requests_per_minute, tokens_per_minute"),
-    ({"requests_per_minute": 0}, "greater than 0"),
-    ({"requests_per_minute": 10, "concurrent": 2}, "concurrent"),
-    ({"tokens_per_minute": 1000, "burst": -1}, "greater than 0"),
-])
+@pytest.mark.parametrize(
+    "quota, message",
+    [
+        ({}, "set at least one of requests_per_minute, tokens_per_minute"),
+        ({"requests_per_minute": 0}, "greater than 0"),
+        ({"requests_per_minute": 10, "concurrent": 2}, "concurrent"),
+        ({"tokens_per_minute": 1000, "burst": -1}, "greater than 0"),
+    ],
+)
 def test_backend_limits_are_validated(quota: dict, message: str) -> None:
     raw = gateway_config([])
     raw["backends"] = [{"name": "api", "kind": "openai", "url": "https://api.example.com/v1", "limits": quota}]

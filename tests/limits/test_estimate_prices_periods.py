@@ -26,10 +26,18 @@ def test_tiktoken_encodings_load_offline(counters: dict) -> None:
 
 def test_chat_prompt_count_follows_openai_cookbook(counters: dict) -> None:
     count = counters["cl100k_base"]
-    payload = {"messages": [{"role": "system", "content": "You are helpful."},
-                            {"role": "user", "content": "Hello world", "name": "bob"}]}
+    payload = {
+        "messages": [
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "Hello world", "name": "bob"},
+        ]
+    }
     # 3 reply priming + per message (3 + role + content) + name (1 + tokens)
-    expected = 3 + (3 + count("system") + count("You are helpful.")) + (3 + count("user") + count("Hello world") + 1 + count("bob"))
+    expected = (
+        3
+        + (3 + count("system") + count("You are helpful."))
+        + (3 + count("user") + count("Hello world") + 1 + count("bob"))
+    )
     assert estimate.prompt_tokens("chat", payload, count) == expected
     with_tools = dict(payload, tools=[{"type": "function", "function": {"name": "lookup", "parameters": {}}}])
     assert estimate.prompt_tokens("chat", with_tools, count) > expected
@@ -48,6 +56,7 @@ def test_litellm_price_map_read_without_importing_litellm() -> None:
     # In a fresh interpreter: other tests in this process (the litellm backend's) import litellm.
     import subprocess
     import sys
+
     code = (
         "import sys; from gateway.limits.prices import load_price_map; prices = load_price_map(); "
         "assert 'litellm' not in sys.modules, 'litellm was imported'; "
@@ -68,13 +77,22 @@ def test_price_resolution_config_overrides_map() -> None:
         def __init__(self, alias: str, deps: list) -> None:
             self.alias, self.deployments = alias, deps
 
-    price_map = {"gpt-4o-mini": {"input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07, "max_input_tokens": 128000}}
-    out = resolve([R("mini", [D("gpt-4o-mini", False)]), R("local", [D("gpt-4o-mini", True)]), R("cfg", [])],
-                  {"cfg": PriceConfig(input_per_mtok=1, output_per_mtok=2, context_window=10)}, price_map)
+    price_map = {
+        "gpt-4o-mini": {"input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07, "max_input_tokens": 128000}
+    }
+    out = resolve(
+        [R("mini", [D("gpt-4o-mini", False)]), R("local", [D("gpt-4o-mini", True)]), R("cfg", [])],
+        {"cfg": PriceConfig(input_per_mtok=1, output_per_mtok=2, context_window=10)},
+        price_map,
+    )
     assert out["mini"].source == "litellm:gpt-4o-mini" and out["mini"].context_window == 128000
     assert out["mini"].cost(1_000_000, 0) == 150_000_000  # $0.15 in nano-USD
     assert out["local"] is FREE  # a local engine is not priced like the API model it serves
-    assert out["cfg"].cost(1000, 1000) == from_config(PriceConfig(input_per_mtok=1, output_per_mtok=2)).cost(1000, 1000) == 3_000_000
+    assert (
+        out["cfg"].cost(1000, 1000)
+        == from_config(PriceConfig(input_per_mtok=1, output_per_mtok=2)).cost(1000, 1000)
+        == 3_000_000
+    )
 
 
 def test_periods_follow_calendar_boundaries_in_the_time_zone() -> None:

@@ -16,8 +16,12 @@ MSG = [{"role": "user", "content": "Hello there"}]
 
 
 async def test_requests_per_minute_headers_and_rate_limit_error(engines: Any, gateway_factory: Any) -> None:
-    gw = await gateway_factory(limits_config(engines, limits={"rules": [
-        {"scope": "key", "name": "*", "requests_per_minute": 3, "tokens_per_minute": 100000}]}))
+    gw = await gateway_factory(
+        limits_config(
+            engines,
+            limits={"rules": [{"scope": "key", "name": "*", "requests_per_minute": 3, "tokens_per_minute": 100000}]},
+        )
+    )
     client = sdk(gw)
     remaining = []
     for _ in range(3):
@@ -43,8 +47,9 @@ async def test_requests_per_minute_headers_and_rate_limit_error(engines: Any, ga
 
 async def test_tokens_per_minute_reserves_prompt_and_max_tokens(engine_factory: Any, gateway_factory: Any) -> None:
     slow = await engine_factory(ttft_s=0.5)
-    gw = await gateway_factory(limits_config([slow], limits={"rules": [
-        {"scope": "team", "name": "research", "tokens_per_minute": 1000}]}))
+    gw = await gateway_factory(
+        limits_config([slow], limits={"rules": [{"scope": "team", "name": "research", "tokens_per_minute": 1000}]})
+    )
     client = sdk(gw)
     first = asyncio.create_task(client.chat.completions.create(model="chat", messages=MSG, max_tokens=600))
     await asyncio.sleep(0.2)
@@ -58,8 +63,9 @@ async def test_tokens_per_minute_reserves_prompt_and_max_tokens(engine_factory: 
 
 
 async def test_settle_refunds_unused_tokens(engines: Any, gateway_factory: Any) -> None:
-    gw = await gateway_factory(limits_config(engines, limits={"rules": [
-        {"scope": "key", "name": "*", "tokens_per_minute": 1000}]}))
+    gw = await gateway_factory(
+        limits_config(engines, limits={"rules": [{"scope": "key", "name": "*", "tokens_per_minute": 1000}]})
+    )
     client = sdk(gw)
     for _ in range(5):  # each reserves ~610 tokens, uses ~30: only possible because settles refund
         await client.chat.completions.create(model="chat", messages=MSG, max_tokens=600)
@@ -68,7 +74,9 @@ async def test_settle_refunds_unused_tokens(engines: Any, gateway_factory: Any) 
 
 async def test_concurrency_limit(engine_factory: Any, gateway_factory: Any) -> None:
     slow = await engine_factory(ttft_s=1.0)
-    gw = await gateway_factory(limits_config([slow], limits={"rules": [{"scope": "model", "name": "chat", "concurrent": 1}]}))
+    gw = await gateway_factory(
+        limits_config([slow], limits={"rules": [{"scope": "model", "name": "chat", "concurrent": 1}]})
+    )
     client = sdk(gw)
     first = asyncio.create_task(client.chat.completions.create(model="chat", messages=MSG, max_tokens=3))
     await asyncio.sleep(0.3)
@@ -93,5 +101,7 @@ async def test_context_window_rejected_before_any_upstream_call(engines: Any, ga
 
 
 async def test_no_limits_configured_means_no_ratelimit_headers(gateway: Any) -> None:
-    raw = await sdk(gateway, KEY_ALL).chat.completions.with_raw_response.create(model="chat", messages=MSG, max_tokens=3)
+    raw = await sdk(gateway, KEY_ALL).chat.completions.with_raw_response.create(
+        model="chat", messages=MSG, max_tokens=3
+    )
     assert "x-ratelimit-limit-requests" not in raw.headers

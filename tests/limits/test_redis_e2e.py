@@ -21,9 +21,11 @@ MSG = [{"role": "user", "content": "Hi"}]
 async def test_two_gateways_on_one_redis_enforce_one_limit(engines: Any, gateway_factory: Any, prefix: str) -> None:
     # A bucket of 200 requests refilling 1 per minute: over a run shorter than a minute exactly 200
     # (+1 per started minute) pass, whichever gateway they go through.
-    raw = limits_config(engines, limits={"rules": [
-        {"scope": "team", "name": "research", "requests_per_minute": 1, "burst": 200}]},
-        redis={"url": REDIS_URL, "key_prefix": prefix, "timeout_s": 3})
+    raw = limits_config(
+        engines,
+        limits={"rules": [{"scope": "team", "name": "research", "requests_per_minute": 1, "burst": 200}]},
+        redis={"url": REDIS_URL, "key_prefix": prefix, "timeout_s": 3},
+    )
     a, b = await gateway_factory(raw), await gateway_factory(raw)
     assert a.gateway.redis is not b.gateway.redis
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100), timeout=30)
@@ -50,11 +52,16 @@ async def test_two_gateways_on_one_redis_enforce_one_limit(engines: Any, gateway
 
 
 @pytest.mark.parametrize("policy", ["open", "closed"])
-async def test_redis_killed_mid_run_follows_fail_policy(policy: str, engines: Any, gateway_factory: Any,
-                                                         private_redis: Any) -> None:
-    gw = await gateway_factory(limits_config(
-        engines, limits={"rules": [{"scope": "key", "name": "*", "requests_per_minute": 1000}], "fail_policy": policy},
-        redis={"url": private_redis.url, "timeout_s": 0.2}))
+async def test_redis_killed_mid_run_follows_fail_policy(
+    policy: str, engines: Any, gateway_factory: Any, private_redis: Any
+) -> None:
+    gw = await gateway_factory(
+        limits_config(
+            engines,
+            limits={"rules": [{"scope": "key", "name": "*", "requests_per_minute": 1000}], "fail_policy": policy},
+            redis={"url": private_redis.url, "timeout_s": 0.2},
+        )
+    )
     client = sdk(gw)
     raw = await client.chat.completions.with_raw_response.create(model="chat", messages=MSG, max_tokens=1)
     assert raw.headers["x-ratelimit-remaining-requests"] == "999"
@@ -70,7 +77,7 @@ async def test_redis_killed_mid_run_follows_fail_policy(policy: str, engines: An
             assert exc.value.status_code == 503 and exc.value.code == "limits_unavailable"
         assert time.monotonic() - started < 1.0  # never hangs on the dead Redis
     metrics = gw.gateway.metrics.render().decode()
-    assert 'switchyard_limits_store_errors_total{op=' in metrics  # the settle or the next admission saw it
+    assert "switchyard_limits_store_errors_total{op=" in metrics  # the settle or the next admission saw it
     private_redis.start()  # back: used again once the retry delay has passed
     await asyncio.sleep(1.1)
     raw = await client.chat.completions.with_raw_response.create(model="chat", messages=MSG, max_tokens=1)

@@ -4,15 +4,15 @@ check) must behave the same."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
-
-import redis.asyncio as aioredis
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from gateway.limits.redis_store import RedisStore
-from tests.limits.conftest import REDIS_URL
 from gateway.limits.store import BucketCheck, BudgetCheck, BudgetSettle, CounterCheck, MemoryStore
+from tests.limits.conftest import REDIS_URL
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -56,34 +56,34 @@ async def test_admission_is_all_or_nothing(store: Any, k: Any) -> None:
 
 async def test_concurrency_counter_holds_and_releases(store: Any, k: Any) -> None:
     c = CounterCheck(k("conc"), 2)
-    assert (await store.admit([], [c], [])).ok
-    assert (await store.admit([], [c], [])).ok
-    refused = await store.admit([], [c], [])
+    assert (await store.admit([], [c], [], "r1")).ok
+    assert (await store.admit([], [c], [], "r2")).ok
+    refused = await store.admit([], [c], [], "r3")
     assert refused.failed == "counter:0"
-    await store.settle([], [c.key], [])
-    assert (await store.admit([], [c], [])).ok
+    await store.settle([], [c.key], [], "r1")
+    assert (await store.admit([], [c], [], "r4")).ok
 
 
 async def test_budget_reserves_worst_case_and_settles_real_cost(store: Any, k: Any) -> None:
     g = BudgetCheck(k("spend"), hard=1000, amount=400, ttl_s=3600)
-    assert (await store.admit([], [], [g])).ok
-    assert (await store.admit([], [], [g])).ok
-    refused = await store.admit([], [], [g])  # 800 reserved + 400 > 1000
+    assert (await store.admit([], [], [g], "r1")).ok
+    assert (await store.admit([], [], [g], "r2")).ok
+    refused = await store.admit([], [], [g], "r3")  # 800 reserved + 400 > 1000
     assert refused.failed == "budget:0"
     s = await store.spend(g.key)
     assert (s.spent, s.reserved) == (0, 800)
-    totals = await store.settle([], [], [BudgetSettle(g.key, 400, 150, "chat", 10, 5, 3600)])
+    totals = await store.settle([], [], [BudgetSettle(g.key, 150, "chat", 10, 5, 3600)], "r1")
     assert totals == [150]
     s = await store.spend(g.key)
     assert (s.spent, s.reserved) == (150, 400)
     assert s.by_model == {"chat": {"usd_nano": 150, "prompt_tokens": 10, "completion_tokens": 5, "requests": 1}}
-    assert (await store.admit([], [], [g])).ok  # 150 + 400 + 400 <= 1000
+    assert (await store.admit([], [], [g], "r4")).ok  # 150 + 400 + 400 <= 1000
 
 
 async def test_untracked_budget_never_refuses(store: Any, k: Any) -> None:
     g = BudgetCheck(k("free"), hard=None, amount=10**12, ttl_s=None)
-    for _ in range(3):
-        assert (await store.admit([], [], [g])).ok
+    for i in range(3):
+        assert (await store.admit([], [], [g], f"r{i}")).ok
 
 
 async def test_settle_refund_restores_tokens(store: Any, k: Any) -> None:
@@ -105,9 +105,9 @@ async def test_settles_and_admissions_in_one_loop_turn(store: Any, k: Any) -> No
     and admissions mixed must give the same answers as one by one."""
     c = CounterCheck(k("mixed-conc"), 3)
     g = BudgetCheck(k("mixed-spend"), hard=10_000, amount=1000, ttl_s=60)
-    assert all(r.ok for r in await asyncio.gather(*(store.admit([], [c], [g]) for _ in range(3))))
-    settles = [store.settle([], [c.key], [BudgetSettle(g.key, 1000, 100, "m", 1, 1, 60)]) for _ in range(3)]
-    totals = await asyncio.gather(*settles, store.admit([], [c], [g]))
+    assert all(r.ok for r in await asyncio.gather(*(store.admit([], [c], [g], f"r{i}") for i in range(3))))
+    settles = [store.settle([], [c.key], [BudgetSettle(g.key, 100, "m", 1, 1, 60)], f"r{i}") for i in range(3)]
+    totals = await asyncio.gather(*settles, store.admit([], [c], [g], "r3"))
     assert sorted(t[0] for t in totals[:3]) == [100, 200, 300]
     assert totals[3].ok  # queued after the three settles: the counter had room again
     s = await store.spend(g.key)
@@ -128,13 +128,13 @@ async def test_redis_settle_rides_along_with_the_next_admission(prefix: str) -> 
 
     store._script = counting  # type: ignore[assignment]
     c = CounterCheck(f"{prefix}ride", 1)
-    assert (await store.admit([], [c], [])).ok
-    settle = asyncio.ensure_future(store.settle([], [c.key], []))
+    assert (await store.admit([], [c], [], "r1")).ok
+    settle = asyncio.ensure_future(store.settle([], [c.key], [], "r1"))
     await asyncio.sleep(0)
-    admitted = await store.admit([], [c], [])  # queued after the settle, in the same call
+    admitted = await store.admit([], [c], [], "r2")  # queued after the settle, in the same call
     await settle
     assert admitted.ok and sent == [1, 2]
-    await asyncio.wait_for(store.settle([], [c.key], []), timeout=2)  # no admission follows: sent alone
+    await asyncio.wait_for(store.settle([], [c.key], [], "r2"), timeout=2)  # no admission follows: sent alone
     assert sent == [1, 2, 1]
     await client.delete(c.key)
     await client.aclose()

@@ -31,8 +31,7 @@ async def post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int
         return r.status, dict(r.headers), await r.read()
 
 
-async def stream_times(session: aiohttp.ClientSession, url: str, body: dict[str, Any]
-                       ) -> tuple[float, list[float]]:
+async def stream_times(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[float, list[float]]:
     """(TTFT, arrival times of content events) of one streamed request, from send time."""
     t0 = time.perf_counter()
     times: list[float] = []
@@ -59,4 +58,3 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.005)
-

@@ -16,8 +16,7 @@ from tests.loadtest.helpers import chat_body, post, split_events, wait_for
 CHAT = "/chat/completions"
 
 
-@pytest.mark.parametrize("status,exc", [(500, openai.InternalServerError),
-                                        (503, openai.InternalServerError)])
+@pytest.mark.parametrize("status,exc", [(500, openai.InternalServerError), (503, openai.InternalServerError)])
 async def test_status_fault(engine, sdk, session, status, exc):
     engine.set_fault(Fault(kind="status", status=status, body="boom"))
     with pytest.raises(exc) as info:
@@ -76,7 +75,8 @@ async def test_hang_until_client_gives_up(engine):
 async def test_drop_mid_stream(engine, sdk, session):
     engine.set_fault(Fault(kind="drop", after_chunks=3, count=2))
     stream = await sdk(engine).chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+        model="m", messages=[{"role": "user", "content": "x"}], stream=True
+    )
     got = []
     with pytest.raises(Exception) as info:
         async for chunk in stream:
@@ -123,8 +123,7 @@ async def test_delay_fault(engine, session):
 
 
 async def test_sim_http_control(engine, session):
-    async with session.post(engine.base + "/sim/fault",
-                            json={"kind": "status", "status": 503, "retry_after": 1}) as r:
+    async with session.post(engine.base + "/sim/fault", json={"kind": "status", "status": 503, "retry_after": 1}) as r:
         assert r.status == 200
     code, headers, _ = await post(session, engine.url + CHAT, chat_body())
     assert code == 503 and headers["Retry-After"] == "1"
@@ -151,8 +150,7 @@ async def test_sim_http_control(engine, session):
 
 
 async def test_headers_are_recorded(engine, session):
-    async with session.post(engine.url + CHAT, json=chat_body(),
-                            headers={"Authorization": "Bearer sk-upstream"}):
+    async with session.post(engine.url + CHAT, json=chat_body(), headers={"Authorization": "Bearer sk-upstream"}):
         pass
     assert engine.stats.last_request_headers["Authorization"] == "Bearer sk-upstream"
 
@@ -186,11 +184,11 @@ async def test_remote_tpm_limit(make_engine, session):
 
 
 async def test_remote_cost_latency_and_wire(make_engine, sdk, session):
-    eng = await make_engine(profile="remote", remote_latency_s=0.1, price_per_input_token=1e-6,
-                            price_per_output_token=4e-6)
+    eng = await make_engine(
+        profile="remote", remote_latency_s=0.1, price_per_input_token=1e-6, price_per_output_token=4e-6
+    )
     t0 = time.perf_counter()
-    results = await asyncio.gather(*[post(session, eng.url + CHAT, chat_body(str(i)))
-                                     for i in range(10)])
+    results = await asyncio.gather(*[post(session, eng.url + CHAT, chat_body(str(i))) for i in range(10)])
     assert time.perf_counter() - t0 < 0.35  # unlimited capacity: no queueing, no slowdown
     usage = [orjson.loads(raw)["usage"] for _, _, raw in results]
     cost = sum(u["prompt_tokens"] * 1e-6 + u["completion_tokens"] * 4e-6 for u in usage)
@@ -199,14 +197,21 @@ async def test_remote_cost_latency_and_wire(make_engine, sdk, session):
         assert (await r.json())["cost_usd"] == pytest.approx(cost)
     body = orjson.loads(results[0][2])
     assert body["system_fingerprint"] and "prompt_tokens_details" in body["usage"]
-    _, _, raw = await post(session, eng.url + CHAT, chat_body(
-        stream=True, max_tokens=2, stream_options={"include_usage": True}))
+    _, _, raw = await post(
+        session, eng.url + CHAT, chat_body(stream=True, max_tokens=2, stream_options={"include_usage": True})
+    )
     objs = [orjson.loads(e) for e in split_events(raw)[:-1]]
     assert [o["choices"][0]["finish_reason"] if o["choices"] else "usage" for o in objs] == [
-        None, None, None, "stop" if False else "length", "usage"]
+        None,
+        None,
+        None,
+        "length",
+        "usage",
+    ]
     assert all(o["usage"] is None for o in objs[:-1]) and objs[-1]["usage"]["total_tokens"] > 2
     stream = await sdk(eng).chat.completions.create(
-        model="gpt-x", messages=[{"role": "user", "content": "x"}], stream=True)
+        model="gpt-x", messages=[{"role": "user", "content": "x"}], stream=True
+    )
     assert "".join([c.choices[0].delta.content or "" async for c in stream])
 
 

@@ -9,17 +9,28 @@ import pytest
 from tests.loadtest.helpers import chat_body, post
 
 EXPECTED = {
-    "vllm": ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-             "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
-             "vllm:num_preemptions_total", "vllm:prompt_tokens_total",
-             "vllm:generation_tokens_total", "vllm:request_success_total",
-             "vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds"],
-    "sglang": ["sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage",
-               "sglang:cache_hit_rate"],
+    "vllm": [
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+        "vllm:num_preemptions_total",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:request_success_total",
+        "vllm:time_to_first_token_seconds",
+        "vllm:e2e_request_latency_seconds",
+    ],
+    "sglang": ["sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage", "sglang:cache_hit_rate"],
     "tgi": ["tgi_queue_size", "tgi_batch_current_size"],
-    "llamacpp": ["llamacpp:requests_processing", "llamacpp:requests_deferred",
-                 "llamacpp:kv_cache_usage_ratio", "llamacpp:prompt_tokens_total",
-                 "llamacpp:tokens_predicted_total"],
+    "llamacpp": [
+        "llamacpp:requests_processing",
+        "llamacpp:requests_deferred",
+        "llamacpp:kv_cache_usage_ratio",
+        "llamacpp:prompt_tokens_total",
+        "llamacpp:tokens_predicted_total",
+    ],
 }
 
 
@@ -57,8 +68,7 @@ async def test_vllm_metric_values(make_engine, session):
     eng = await make_engine(served_model_names=["llama"])
     for _ in range(3):
         await post(session, eng.url + "/chat/completions", chat_body("metrics please", model="llama"))
-    await post(session, eng.url + "/chat/completions",
-               chat_body("metrics please", model="llama", max_tokens=2))
+    await post(session, eng.url + "/chat/completions", chat_body("metrics please", model="llama", max_tokens=2))
     status, text = await scrape(session, eng)
     fams = families(text)
     assert fams["vllm:num_requests_running"] == "gauge"

@@ -19,10 +19,13 @@ async def test_batching_slows_decode(make_engine, session):
     eng = await make_engine(decode_base_s=0.01, decode_per_seq_s=0.005, time_scale=2)
     body = chat_body("batch", max_tokens=12)
     _, alone = await stream_times(session, eng.url + "/chat/completions", body)
-    results = await asyncio.gather(*[
-        stream_times(session, eng.url + "/chat/completions", chat_body(f"batch {i}", max_tokens=12))
-        for i in range(8)])
-    single = mean_gap(alone)                                   # (0.01 + 0.005) / 2 = 7.5 ms
+    results = await asyncio.gather(
+        *[
+            stream_times(session, eng.url + "/chat/completions", chat_body(f"batch {i}", max_tokens=12))
+            for i in range(8)
+        ]
+    )
+    single = mean_gap(alone)  # (0.01 + 0.005) / 2 = 7.5 ms
     batched = sum(mean_gap(times) for _, times in results) / 8  # (0.01 + 8 * 0.005) / 2 = 25 ms
     assert batched > 2 * single
     assert 0.005 < single < 0.03 and 0.015 < batched < 0.08
@@ -31,8 +34,10 @@ async def test_batching_slows_decode(make_engine, session):
 async def test_kv_exhaustion_queues_requests(make_engine, session):
     # Each request: ~31 prompt tokens + 16 answer tokens = 3 blocks of 16; 7 blocks fit two.
     eng = await make_engine(itl_s=0.01, time_scale=2, kv_blocks=7, max_num_seqs=64)
-    tasks = [asyncio.create_task(post(session, eng.url + "/chat/completions",
-                                      chat_body("q" * 100 + str(i)))) for i in range(6)]
+    tasks = [
+        asyncio.create_task(post(session, eng.url + "/chat/completions", chat_body("q" * 100 + str(i))))
+        for i in range(6)
+    ]
     seen_waiting = seen_running = 0
     while not all(t.done() for t in tasks):
         seen_waiting = max(seen_waiting, eng.stats.waiting)
@@ -45,8 +50,10 @@ async def test_kv_exhaustion_queues_requests(make_engine, session):
 
 async def test_waiting_is_exported_in_metrics(make_engine, session):
     eng = await make_engine(itl_s=0.02, time_scale=2, max_num_seqs=1)
-    tasks = [asyncio.create_task(post(session, eng.url + "/chat/completions",
-                                      chat_body(str(i), max_tokens=6))) for i in range(3)]
+    tasks = [
+        asyncio.create_task(post(session, eng.url + "/chat/completions", chat_body(str(i), max_tokens=6)))
+        for i in range(3)
+    ]
     await wait_for(lambda: eng.stats.running == 1 and eng.stats.waiting == 2)
     async with session.get(eng.base + "/metrics") as r:
         text = await r.text()
@@ -58,8 +65,7 @@ async def test_waiting_is_exported_in_metrics(make_engine, session):
 async def test_preemption_when_blocks_run_out(make_engine, session):
     eng = await make_engine(itl_s=0.005, time_scale=2, kv_blocks=12, max_num_seqs=8)
     body = chat_body("p" * 100, max_tokens=60, ignore_eos=True)  # grows to 6 blocks each
-    results = await asyncio.gather(*[post(session, eng.url + "/chat/completions", body)
-                                     for _ in range(4)])
+    results = await asyncio.gather(*[post(session, eng.url + "/chat/completions", body) for _ in range(4)])
     assert eng.stats.preempted > 0
     for status, _, raw in results:  # preempted requests still finish with every token
         assert status == 200 and orjson.loads(raw)["usage"]["completion_tokens"] == 60
@@ -69,11 +75,9 @@ async def test_preemption_when_blocks_run_out(make_engine, session):
 
 
 async def test_no_preemption_reserves_blocks(make_engine, session):
-    eng = await make_engine(itl_s=0.005, time_scale=2, kv_blocks=12, max_num_seqs=8,
-                            preemption=False)
+    eng = await make_engine(itl_s=0.005, time_scale=2, kv_blocks=12, max_num_seqs=8, preemption=False)
     body = chat_body("p" * 100, max_tokens=60, ignore_eos=True)
-    results = await asyncio.gather(*[post(session, eng.url + "/chat/completions", body)
-                                     for _ in range(4)])
+    results = await asyncio.gather(*[post(session, eng.url + "/chat/completions", body) for _ in range(4)])
     assert all(s == 200 for s, _, _ in results) and eng.stats.preempted == 0
 
 
@@ -82,16 +86,19 @@ async def test_prefix_cache_hits_shorten_ttft(make_engine, session):
     url = eng.url + "/chat/completions"
 
     def body(user: str) -> dict:
-        return {"model": "m", "max_tokens": 2, "messages": [
-            {"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]}
+        return {
+            "model": "m",
+            "max_tokens": 2,
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
+        }
 
     ttft_cold, _ = await stream_times(session, url, body("first question"))
     hits_before = eng.stats.prefix_hits_tokens
     ttft_warm, _ = await stream_times(session, url, body("another question"))
     hits = eng.stats.prefix_hits_tokens - hits_before
     assert hits >= 550 and hits % 16 == 0  # whole blocks of the shared system prompt
-    assert ttft_cold > 0.25                 # ~600 uncached tokens x 1 ms / time_scale 2
-    assert ttft_warm < ttft_cold / 2        # only the few tokens after the shared prefix
+    assert ttft_cold > 0.25  # ~600 uncached tokens x 1 ms / time_scale 2
+    assert ttft_warm < ttft_cold / 2  # only the few tokens after the shared prefix
     assert eng.stats.prefix_queries_tokens > hits
     async with session.get(eng.base + "/metrics") as r:
         text = await r.text()
@@ -107,8 +114,7 @@ async def test_follow_up_turn_hits_cached_answer(make_engine, session):
     hits = []
     for content in ("x" * len(answer), answer):  # a different answer, then the real one
         before = eng.stats.prefix_hits_tokens
-        follow = first + [{"role": "assistant", "content": content},
-                          {"role": "user", "content": "q2"}]
+        follow = first + [{"role": "assistant", "content": content}, {"role": "user", "content": "q2"}]
         await post(session, url, {"model": "m", "messages": follow})
         hits.append(eng.stats.prefix_hits_tokens - before)
     # The generated answer's blocks were cached: the real follow-up hits through it.
@@ -125,8 +131,7 @@ async def test_prefix_cache_lru_capacity(make_engine, session):
 async def test_client_disconnect_mid_stream_frees_slot(make_engine):
     eng = await make_engine(itl_s=0.02, max_num_seqs=1)
     async with aiohttp.ClientSession() as s:
-        resp = await s.post(eng.url + "/chat/completions",
-                            json=chat_body(stream=True, max_tokens=200))
+        resp = await s.post(eng.url + "/chat/completions", json=chat_body(stream=True, max_tokens=200))
         for _ in range(3):
             await resp.content.readuntil(b"\n\n")
         assert eng.stats.running == 1 and eng.stats.kv_blocks_used > 0
@@ -154,7 +159,8 @@ async def test_queue_wait_counts_in_ttft(make_engine, session):
     eng = await make_engine(itl_s=0.01, time_scale=2, max_num_seqs=1)
     url = eng.url + "/chat/completions"
     (ttft1, _), (ttft2, _) = await asyncio.gather(
-        stream_times(session, url, chat_body("a")), stream_times(session, url, chat_body("b")))
+        stream_times(session, url, chat_body("a")), stream_times(session, url, chat_body("b"))
+    )
     assert max(ttft1, ttft2) > 0.07  # waited for the other's 16 tokens x 5 ms
 
 
@@ -169,8 +175,7 @@ async def test_deterministic_with_seed(session):
         assert a == b and a != c
         assert bodies[0]["id"] == bodies[1]["id"]  # ids are seeded too
         assert bodies[0]["usage"] == bodies[1]["usage"]
-        _, _, raw = await post(session, engines[0].url + "/chat/completions",
-                               chat_body("determinism"))
+        _, _, raw = await post(session, engines[0].url + "/chat/completions", chat_body("determinism"))
         again = orjson.loads(raw)
         assert again["choices"][0]["message"]["content"] == a and again["id"] != bodies[0]["id"]
         _, _, raw = await post(session, engines[0].url + "/chat/completions", chat_body("other"))
@@ -197,7 +202,7 @@ async def test_time_scale_speeds_up_wall_time(make_engine, session):
         status, _, _ = await post(session, eng.url + "/chat/completions", chat_body(max_tokens=10))
         durations[scale] = time.perf_counter() - t0
         assert status == 200
-    assert durations[1.0] >= 0.2        # 20 ms + 10 tokens x 20 ms, simulated = wall
+    assert durations[1.0] >= 0.2  # 20 ms + 10 tokens x 20 ms, simulated = wall
     assert durations[10.0] < durations[1.0] / 2  # ~22 ms expected; generous for slow hosts
 
 

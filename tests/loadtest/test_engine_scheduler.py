@@ -9,8 +9,7 @@ from loadtest.engine.tokenize import block_hashes, count_tokens, render_chat
 
 
 def make(kv_blocks: int, max_num_seqs: int = 8, preemption: bool = True):
-    cfg = EngineConfig(kv_blocks=kv_blocks, block_size=4, max_num_seqs=max_num_seqs,
-                       preemption=preemption, itl_s=0.01)
+    cfg = EngineConfig(kv_blocks=kv_blocks, block_size=4, max_num_seqs=max_num_seqs, preemption=preemption, itl_s=0.01)
     stats = EngineStats()
     return Scheduler(cfg, stats, PrefixCache(64)), stats
 
@@ -27,7 +26,7 @@ def enqueue(sched: Scheduler, *seqs: Seq) -> None:
 
 async def test_admission_is_fcfs_and_needs_a_spare_block():
     sched, _ = make(kv_blocks=6)
-    big, small = seq(prompt=20), seq(prompt=4)   # big needs 5 blocks + 1 spare
+    big, small = seq(prompt=20), seq(prompt=4)  # big needs 5 blocks + 1 spare
     enqueue(sched, seq(prompt=4), big, small)
     sched._admit()
     # first admitted (1 block); big does not fit (5 free < 6) and blocks small behind it
@@ -45,9 +44,9 @@ async def test_youngest_is_preempted_and_requeued_first():
     sched, stats = make(kv_blocks=6)
     old, young = seq(prompt=8), seq(prompt=8)
     enqueue(sched, old, young)
-    sched._admit()                       # 2 blocks each, 2 free
+    sched._admit()  # 2 blocks each, 2 free
     old.generated = young.generated = 4  # both need a 4th block for the next token
-    sched._reserve_next_token()          # old: 3 -> 4 blocks, young: 3 blocks, then none left
+    sched._reserve_next_token()  # old: 3 -> 4 blocks, young: 3 blocks, then none left
     assert old.state == RUNNING and old.blocks == 4
     assert young.state == WAITING and young.blocks == 0 and list(sched.waiting) == [young]
     assert stats.preempted == 1 and sched.used_blocks == 4
@@ -57,9 +56,9 @@ async def test_older_sequence_preempts_the_youngest():
     sched, stats = make(kv_blocks=4)
     old, young = seq(prompt=8), seq(prompt=4)
     enqueue(sched, old, young)
-    sched._admit()                       # old 2 blocks, young 1 block, 1 free
-    old.generated = 4                    # old needs 2 more blocks: takes the free one, then
-    sched._reserve_next_token()          # preempts young to get the other
+    sched._admit()  # old 2 blocks, young 1 block, 1 free
+    old.generated = 4  # old needs 2 more blocks: takes the free one, then
+    sched._reserve_next_token()  # preempts young to get the other
     assert old.blocks == 4 and sched.used_blocks == 4
     assert young.state == WAITING and young.blocks == 0 and stats.preempted == 1
 
@@ -67,7 +66,7 @@ async def test_older_sequence_preempts_the_youngest():
 async def test_no_preemption_reserves_the_whole_answer():
     sched, _ = make(kv_blocks=10, preemption=False)
     enqueue(sched, seq(prompt=8, target=12), seq(prompt=8, target=12))
-    sched._admit()                       # 5 blocks each: prompt + whole answer
+    sched._admit()  # 5 blocks each: prompt + whole answer
     assert len(sched.running) == 2 and sched.used_blocks == 10
     for s in sched.running:
         s.generated = 11
@@ -89,12 +88,12 @@ def test_prefix_cache_chained_blocks_and_lru():
     shared = b"s" * 64
     a = block_hashes(shared + b"a" * 64, 16)
     b = block_hashes(shared + b"b" * 64, 16)
-    assert a[0] == b[0] and a[1] != b[1]           # chained: same first block only
+    assert a[0] == b[0] and a[1] != b[1]  # chained: same first block only
     assert block_hashes(b"x" * 64 + shared, 16)[1] != a[0]  # position matters
     cache.insert(a)
     assert cache.match(b, max_blocks=2) == 1
-    assert cache.match(a, max_blocks=1) == 1       # capped: the last token is recomputed
-    cache.insert(block_hashes(b"z" * 128, 16))     # evicts the least recently used
+    assert cache.match(a, max_blocks=1) == 1  # capped: the last token is recomputed
+    cache.insert(block_hashes(b"z" * 128, 16))  # evicts the least recently used
     assert len(cache) == 3 and cache.match(a, 2) < 2
 
 

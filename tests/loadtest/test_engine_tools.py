@@ -7,13 +7,25 @@ import pytest
 
 from tests.loadtest.helpers import post, split_events
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {
-        "city": {"type": "string"}, "days": {"type": "integer"},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}}}
-SEARCH = {"type": "function", "function": {
-    "name": "search", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+        },
+    },
+}
+SEARCH = {
+    "type": "function",
+    "function": {"name": "search", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}},
+}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
@@ -31,17 +43,18 @@ async def test_tool_call_non_stream(engine, sdk):
 async def test_named_tool_choice_and_none(engine, sdk):
     client = sdk(engine)
     r = await client.chat.completions.create(
-        model="m", messages=ASK, tools=[WEATHER, SEARCH],
-        tool_choice={"type": "function", "function": {"name": "search"}})
+        model="m",
+        messages=ASK,
+        tools=[WEATHER, SEARCH],
+        tool_choice={"type": "function", "function": {"name": "search"}},
+    )
     assert r.choices[0].message.tool_calls[0].function.name == "search"
-    r = await client.chat.completions.create(model="m", messages=ASK, tools=[WEATHER],
-                                             tool_choice="none")
+    r = await client.chat.completions.create(model="m", messages=ASK, tools=[WEATHER], tool_choice="none")
     assert r.choices[0].message.tool_calls is None and r.choices[0].message.content
 
 
 async def test_tool_call_stream_parses_in_sdk(engine, sdk):
-    stream = await sdk(engine).chat.completions.create(
-        model="m", messages=ASK, tools=[WEATHER], stream=True)
+    stream = await sdk(engine).chat.completions.create(model="m", messages=ASK, tools=[WEATHER], stream=True)
     chunks = [c async for c in stream]
     assert chunks[0].choices[0].delta.role == "assistant"
     deltas = [c.choices[0].delta.tool_calls for c in chunks[1:]]
@@ -72,15 +85,22 @@ async def test_tool_call_stream_bytes(engine, session):
 @pytest.mark.parametrize("stream", [False, True])
 async def test_text_answer_after_tool_result(engine, sdk, stream):
     messages = ASK + [
-        {"role": "assistant", "content": None, "tool_calls": [{
-            "id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "22C, sunny"},
     ]
     client = sdk(engine)
     if stream:
-        s = await client.chat.completions.create(model="m", messages=messages, tools=[WEATHER],
-                                                 stream=True)
+        s = await client.chat.completions.create(model="m", messages=messages, tools=[WEATHER], stream=True)
         chunks = [c async for c in s]
         assert all(c.choices[0].delta.tool_calls is None for c in chunks)
         assert "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -92,7 +112,11 @@ async def test_text_answer_after_tool_result(engine, sdk, stream):
 
 
 async def test_unknown_named_tool_is_400(engine, session):
-    body = {"model": "m", "messages": ASK, "tools": [WEATHER],
-            "tool_choice": {"type": "function", "function": {"name": "nope"}}}
+    body = {
+        "model": "m",
+        "messages": ASK,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "function": {"name": "nope"}},
+    }
     status, _, raw = await post(session, engine.url + "/chat/completions", body)
     assert status == 400 and "nope" in orjson.loads(raw)["error"]["message"]

@@ -13,8 +13,7 @@ from tests.loadtest.helpers import chat_body, post, split_events
 
 async def test_chat_non_stream_parses_in_sdk(engine, sdk):
     client = sdk(engine)
-    r = await client.chat.completions.create(
-        model="my-model", messages=[{"role": "user", "content": "hello there"}])
+    r = await client.chat.completions.create(model="my-model", messages=[{"role": "user", "content": "hello there"}])
     assert r.id.startswith("chatcmpl-") and len(r.id) == len("chatcmpl-") + 32
     assert r.object == "chat.completion" and r.model == "my-model"
     choice = r.choices[0]
@@ -24,11 +23,13 @@ async def test_chat_non_stream_parses_in_sdk(engine, sdk):
     assert r.usage.total_tokens == r.usage.prompt_tokens + 16 > 16
 
     short = await client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "hello there"}], max_tokens=5)
+        model="m", messages=[{"role": "user", "content": "hello there"}], max_tokens=5
+    )
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 5
     assert choice.message.content.startswith(short.choices[0].message.content)
     capped = await client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "x"}], max_completion_tokens=3)
+        model="m", messages=[{"role": "user", "content": "x"}], max_completion_tokens=3
+    )
     assert capped.usage.completion_tokens == 3
 
 
@@ -48,7 +49,8 @@ async def test_chat_stream_parses_in_sdk_and_matches_non_stream(engine, sdk):
     messages = [{"role": "user", "content": "stream me"}]
     full = await client.chat.completions.create(model="m", messages=messages)
     stream = await client.chat.completions.create(
-        model="m", messages=messages, stream=True, stream_options={"include_usage": True})
+        model="m", messages=messages, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [c async for c in stream]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[0].choices[0].delta.content == ""
@@ -78,11 +80,13 @@ async def test_sse_framing_byte_for_byte(engine, session, include_usage):
         assert orjson.dumps(obj) == payload  # compact JSON, keys in the order shown
         assert list(obj)[:5] == ["id", "object", "created", "model", "choices"]
     assert objs[0]["choices"][0] == {
-        "index": 0, "delta": {"role": "assistant", "content": ""},
-        "logprobs": None, "finish_reason": None}
+        "index": 0,
+        "delta": {"role": "assistant", "content": ""},
+        "logprobs": None,
+        "finish_reason": None,
+    }
     tokens = objs[1:5]
-    assert [list(o["choices"][0]) for o in tokens[:-1]] == [
-        ["index", "delta", "logprobs", "finish_reason"]] * 3
+    assert [list(o["choices"][0]) for o in tokens[:-1]] == [["index", "delta", "logprobs", "finish_reason"]] * 3
     assert tokens[-1]["choices"][0]["finish_reason"] == "length"
     assert tokens[-1]["choices"][0]["stop_reason"] is None
     with_usage = [o for o in objs if "usage" in o]
@@ -96,22 +100,23 @@ async def test_sse_framing_byte_for_byte(engine, session, include_usage):
 
 
 async def test_continuous_usage_stats_on_every_chunk(engine, session):
-    body = chat_body(stream=True, max_tokens=3,
-                     stream_options={"include_usage": True, "continuous_usage_stats": True})
+    body = chat_body(stream=True, max_tokens=3, stream_options={"include_usage": True, "continuous_usage_stats": True})
     _, _, raw = await post(session, engine.url + "/chat/completions", body)
     objs = [orjson.loads(e) for e in split_events(raw)[:-1]]
     assert [o["usage"]["completion_tokens"] for o in objs] == [0, 1, 2, 3, 3]
 
 
 async def test_stream_options_without_stream_is_rejected(engine, session):
-    status, _, raw = await post(session, engine.url + "/chat/completions",
-                                chat_body(stream_options={"include_usage": True}))
+    status, _, raw = await post(
+        session, engine.url + "/chat/completions", chat_body(stream_options={"include_usage": True})
+    )
     assert status == 400 and orjson.loads(raw)["error"]["param"] == "stream_options"
 
 
 async def test_n_choices(engine, sdk):
     r = await sdk(engine).chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "many"}], n=3, max_tokens=4)
+        model="m", messages=[{"role": "user", "content": "many"}], n=3, max_tokens=4
+    )
     assert [c.index for c in r.choices] == [0, 1, 2]
     assert len({c.message.content for c in r.choices}) == 3
     assert r.usage.completion_tokens == 12
@@ -122,8 +127,9 @@ async def test_completions_sdk(engine, sdk):
     r = await client.completions.create(model="m", prompt="Once upon a time", max_tokens=6)
     assert r.object == "text_completion" and r.id.startswith("cmpl-")
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 6
-    stream = await client.completions.create(model="m", prompt="Once upon a time", max_tokens=6,
-                                             stream=True, stream_options={"include_usage": True})
+    stream = await client.completions.create(
+        model="m", prompt="Once upon a time", max_tokens=6, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [c async for c in stream]
     assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
     assert chunks[-1].usage.completion_tokens == 6
@@ -134,8 +140,9 @@ async def test_completions_sdk(engine, sdk):
 
 
 async def test_completions_sse_bytes(engine, session):
-    _, _, raw = await post(session, engine.url + "/completions",
-                           {"model": "m", "prompt": "hi", "max_tokens": 2, "stream": True})
+    _, _, raw = await post(
+        session, engine.url + "/completions", {"model": "m", "prompt": "hi", "max_tokens": 2, "stream": True}
+    )
     events = split_events(raw)
     assert events[-1] == b"[DONE]" and len(events) == 3
     first = orjson.loads(events[0])
@@ -152,13 +159,13 @@ async def test_embeddings_sdk_base64_and_float(engine, session, sdk):
     assert math.isclose(sum(x * x for x in vecs[0]), 1.0, rel_tol=1e-5)
     assert vecs[0] == vecs[1] and vecs[0] != vecs[2]
     assert r.usage.prompt_tokens == r.usage.total_tokens == 1 + 1 + 2  # 4 bytes per token
-    status, _, raw = await post(session, engine.url + "/embeddings",
-                                {"model": "emb", "input": "same", "encoding_format": "float"})
+    status, _, raw = await post(
+        session, engine.url + "/embeddings", {"model": "emb", "input": "same", "encoding_format": "float"}
+    )
     body = orjson.loads(raw)
     assert status == 200 and body["object"] == "list"
     assert body["data"][0]["embedding"] == vecs[0]  # float32 values, same through both encodings
-    small = await client.embeddings.create(model="emb", input="x", encoding_format="float",
-                                           dimensions=8)
+    small = await client.embeddings.create(model="emb", input="x", encoding_format="float", dimensions=8)
     assert len(small.data[0].embedding) == 8
 
 
@@ -179,16 +186,16 @@ async def test_bad_requests_get_vllm_error_shape(make_engine, session, sdk):
     assert list(err) == ["message", "type", "param", "code"]
     status, _, raw = await post(session, eng.url + "/chat/completions", {"model": "known"})
     assert status == 400 and orjson.loads(raw)["error"]["param"] == "messages"
-    status, _, raw = await post(session, eng.url + "/chat/completions",
-                                {"messages": [{"role": "user", "content": "x"}]})
+    status, _, raw = await post(
+        session, eng.url + "/chat/completions", {"messages": [{"role": "user", "content": "x"}]}
+    )
     assert status == 400 and orjson.loads(raw)["error"]["param"] == "model"
     status, _, raw = await post(session, eng.url + "/chat/completions", chat_body() | {"model": "x"})
-    assert status == 404 and orjson.loads(raw) == {"error": {
-        "message": "The model `x` does not exist.", "type": "NotFoundError", "param": "model",
-        "code": 404}}
+    assert status == 404 and orjson.loads(raw) == {
+        "error": {"message": "The model `x` does not exist.", "type": "NotFoundError", "param": "model", "code": 404}
+    }
     with pytest.raises(openai.NotFoundError):
-        await sdk(eng).chat.completions.create(
-            model="nope", messages=[{"role": "user", "content": "x"}])
+        await sdk(eng).chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert eng.stats.errors == 5 and eng.stats.completed == 0
 
 
@@ -202,12 +209,13 @@ async def test_context_length_error(make_engine, session):
 async def test_response_format_json(engine, sdk):
     client = sdk(engine)
     r = await client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "json please"}],
-        response_format={"type": "json_object"})
+        model="m", messages=[{"role": "user", "content": "json please"}], response_format={"type": "json_object"}
+    )
     assert isinstance(orjson.loads(r.choices[0].message.content), dict)
-    schema = {"type": "object", "properties": {"name": {"type": "string"},
-                                               "age": {"type": "integer"}}}
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}
     r = await client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "json please"}],
-        response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}})
+        model="m",
+        messages=[{"role": "user", "content": "json please"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
+    )
     assert set(orjson.loads(r.choices[0].message.content)) == {"name", "age"}

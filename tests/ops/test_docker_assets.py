@@ -17,9 +17,12 @@ from tests.ops.catalogue import ROOT, base_names, catalogue
 
 DOCKER = ROOT / "docker"
 
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (apt-get install prometheus)")
 def test_prometheus_config_passes_promtool() -> None:
-    out = subprocess.run(["promtool", "check", "config", str(DOCKER / "prometheus.yml")], capture_output=True, text=True)
+    out = subprocess.run(
+        ["promtool", "check", "config", str(DOCKER / "prometheus.yml")], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

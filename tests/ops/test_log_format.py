@@ -25,9 +25,10 @@ def first_lines(config: Path, stderr_tty: bool, want: bytes | None, port: int = 
         stderr: int = slave
     else:
         stderr = subprocess.PIPE
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=stderr)
-    fd = master if stderr_tty else proc.stderr.fileno()  # type: ignore[union-attr]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
+    )
+    fd: int = master if master is not None else proc.stderr.fileno()
     out = b""
     deadline = time.time() + 20
     try:
@@ -48,7 +49,7 @@ def first_lines(config: Path, stderr_tty: bool, want: bytes | None, port: int = 
 
 def test_json_on_a_pipe_and_readable_on_a_terminal(tmp_path: Path) -> None:
     config = tmp_path / "gw.toml"
-    config.write_text(f'[server]\nport = {free_port()}\n')
+    config.write_text(f"[server]\nport = {free_port()}\n")
     piped = first_lines(config, stderr_tty=False, want=b"listening")
     line = next(ln for ln in piped.splitlines() if b"listening" in ln)
     assert orjson.loads(line)["event"] == "listening"

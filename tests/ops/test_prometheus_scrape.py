@@ -30,9 +30,14 @@ async def test_prometheus_scrapes_the_gateway_and_answers_a_query(gateway, tmp_p
         f"    static_configs:\n      - targets: ['127.0.0.1:{gateway.port}']\n"
     )
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     query = 'sum(switchyard_requests_total{model="chat",status="200"})'
     try:

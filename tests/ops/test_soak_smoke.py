@@ -8,6 +8,7 @@ import pytest
 from loadtest.soak import soak, summarize
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_soak_harness_runs_streams_and_samples_rss() -> None:
     result = await soak(minutes=0.15, concurrency=2, sample_s=1.0, turns=3, warmup_frac=0.2)

@@ -29,21 +29,26 @@ async def test_a_span_per_request_reaches_an_otlp_collector(engines, gateway_fac
         for rs in export.resource_spans:
             for ss in rs.scope_spans:
                 spans.extend((rs.resource, s) for s in ss.spans)
-        return web.Response(body=trace_pb2.ExportTraceServiceResponse().SerializeToString(),
-                            content_type="application/x-protobuf")
+        return web.Response(
+            body=trace_pb2.ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
 
     base = await loopback_receiver("/v1/traces", collect)
     raw = gateway_config(engines)
     raw["tracing"] = {"enabled": True, "endpoint": f"{base}/v1/traces", "service_name": "sy-test"}
     gw = await gateway_factory(raw)
     stream = await sdk(gw).chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5, stream=True)
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5, stream=True
+    )
     async for _ in stream:
         pass
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     await sdk(gw).chat.completions.create(  # an agent that traces itself: the span joins its trace
-        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5,
-        extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
+        model="chat",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=5,
+        extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+    )
     for _ in range(100):  # the batch processor exports every second
         if len(spans) == 2:
             break

@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import openai
@@ -51,7 +51,9 @@ async def two_workers(raw: dict, tmp_path: Path) -> AsyncIterator[tuple[str, Pat
     mdir = tmp_path / "metrics"
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "gw.yaml"), "--workers", "2"],
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mdir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mdir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         await asyncio.to_thread(wait_port, port, 30)
@@ -69,13 +71,16 @@ async def two_workers(raw: dict, tmp_path: Path) -> AsyncIterator[tuple[str, Pat
         await r.aclose()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engines, tmp_path: Path) -> None:
     raw = gateway_config(engines, admin_key_sha256=hash_key(ADMIN))
     raw["keystore"] = {"refresh_s": 0.2}
     async with two_workers(raw, tmp_path) as (base, mdir, proc):
         async with aiohttp.ClientSession() as s:
-            async with s.post(base + "/admin/keys", json={"team": "ops"}, headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+            async with s.post(
+                base + "/admin/keys", json={"team": "ops"}, headers={"Authorization": f"Bearer {ADMIN}"}
+            ) as r:
                 assert r.status == 201
                 created = await r.json()
         await asyncio.sleep(0.6)  # the other worker re-reads the store every 0.2 s
@@ -86,11 +91,15 @@ async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engine
         async with aiohttp.ClientSession() as s:
             async with s.get(base + "/metrics") as r:
                 text = await r.text()
-        served = sum(float(v) for v in re.findall(r'^switchyard_requests_total\{[^}]*status="200"[^}]*\} (\S+)$', text, re.M))
+        served = sum(
+            float(v) for v in re.findall(r'^switchyard_requests_total\{[^}]*status="200"[^}]*\} (\S+)$', text, re.M)
+        )
         assert served == 30  # the sum over both workers, whichever answered the scrape
 
         async with aiohttp.ClientSession() as s:
-            async with s.delete(base + f"/admin/keys/{created['id']}", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+            async with s.delete(
+                base + f"/admin/keys/{created['id']}", headers={"Authorization": f"Bearer {ADMIN}"}
+            ) as r:
                 assert r.status == 200
         await asyncio.sleep(0.6)
         for _ in range(10):
@@ -115,6 +124,7 @@ async def test_two_workers_share_keys_through_redis_and_sum_their_metrics(engine
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_two_workers_enforce_one_rate_limit_and_one_budget_through_redis(engines, tmp_path: Path) -> None:
     raw = gateway_config(engines)

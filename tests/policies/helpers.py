@@ -11,10 +11,9 @@ from gateway.config import BackendConfig, Timeouts
 from gateway.context import RequestContext
 
 
-def deployment(name: str, local: bool = True, weight: float = 1.0, kind: str = "vllm",
-               max_concurrency: int | None = None) -> Deployment:
+def deployment(name: str, local: bool = True, kind: str = "vllm", max_concurrency: int | None = None) -> Deployment:
     cfg = BackendConfig(name=name, kind=kind, url="http://127.0.0.1:9/v1", max_concurrency=max_concurrency)
-    return Deployment(OpenAICompatBackend(cfg, Timeouts(), local), "m", weight)
+    return Deployment(OpenAICompatBackend(cfg, Timeouts(), local), "m")
 
 
 def with_reading(d: Deployment, load: Load, clock: Any = None) -> LoadSignal:

@@ -54,8 +54,9 @@ def test_new_prefixes_spread_over_the_pool() -> None:
 def test_imbalance_overrides_the_cache() -> None:
     pool = [deployment(f"e{i}") for i in range(2)]
     metrics = Metrics()
-    policy = make_policy("prefix-aware", {"balance_abs_threshold": 4, "balance_rel_threshold": 1.5},
-                         alias="chat", metrics=metrics)
+    policy = make_policy(
+        "prefix-aware", {"balance_abs_threshold": 4, "balance_rel_threshold": 1.5}, alias="chat", metrics=metrics
+    )
     home = policy.choose(pool, ctx(messages=conversation(1, 1)))
     for _ in range(5):
         home.acquire()  # 5 vs 0: imbalanced

@@ -15,17 +15,17 @@ from tests.policies.helpers import ctx, deployment
 
 
 def test_weighted_splits_an_idle_pool_by_weight() -> None:
-    heavy, light = deployment("heavy", weight=3), deployment("light", weight=1)
-    policy = Weighted(rng=random.Random(1))
+    heavy, light = deployment("heavy"), deployment("light")
+    policy = Weighted(rng=random.Random(1), weights={"heavy/m": 3, "light/m": 1})
     picks = Counter(policy.choose([heavy, light], ctx()).name for _ in range(4000))
     assert 0.70 < picks["heavy/m"] / 4000 < 0.80
 
 
 def test_weighted_shifts_traffic_away_from_a_busy_deployment() -> None:
-    heavy, light = deployment("heavy", weight=3), deployment("light", weight=1)
+    heavy, light = deployment("heavy"), deployment("light")
     for _ in range(8):
         heavy.acquire()  # 3 / 9 vs 1 / 1
-    policy = Weighted(rng=random.Random(2))
+    policy = Weighted(rng=random.Random(2), weights={"heavy/m": 3, "light/m": 1})
     picks = Counter(policy.choose([heavy, light], ctx()).name for _ in range(4000))
     assert picks["heavy/m"] / 4000 < 0.30
 

@@ -53,7 +53,8 @@ async def test_remote_cost_is_reported(tmp_path):
     assert remote["prefix_hit_rate"] is None  # not observable on a remote API: not in the cluster rate
     local = [r["engines"][n] for n in ("gpu-0", "gpu-1")]
     assert r["prefix_hit_rate"] == pytest.approx(
-        sum(e["prefix_hits_tokens"] for e in local) / sum(e["prefix_queries_tokens"] for e in local))
+        sum(e["prefix_hits_tokens"] for e in local) / sum(e["prefix_queries_tokens"] for e in local)
+    )
     assert r["requests"]["errors"] == 0
 
 
@@ -64,12 +65,27 @@ def test_same_seed_same_agents_other_seed_other_agents():
     assert {x.kind.priority for x in a} == {"interactive", "batch"}
 
 
+@pytest.mark.slow  # a CLI in a child process that starts its own engines
 def test_cli_writes_json_and_table(tmp_path):
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtest.swarm", "--scenario", "smoke", "--config", str(FOUR),
-         "--policy", "least-active", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
+        [
+            sys.executable,
+            "-m",
+            "loadtest.swarm",
+            "--scenario",
+            "smoke",
+            "--config",
+            str(FOUR),
+            "--policy",
+            "least-active",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "turn latency" in proc.stdout and "accounted yes" in proc.stdout
@@ -77,14 +93,36 @@ def test_cli_writes_json_and_table(tmp_path):
     assert report["policy"] == "least-active" and report["requests"]["accounted"]
 
 
+@pytest.mark.slow  # a CLI in a child process that starts its own engines
 def test_cli_rejects_unknown_policy_and_bad_config(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[simulation.engine]\nprefil_s_per_token = 1\n")
-    proc = subprocess.run([sys.executable, "-m", "loadtest.swarm", "--config", str(bad)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.swarm", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "prefil_s_per_token" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "loadtest.swarm", "compare", "--config", str(FOUR),
-                           "--scenario", "smoke", "--policies", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.swarm",
+            "compare",
+            "--config",
+            str(FOUR),
+            "--scenario",
+            "smoke",
+            "--policies",
+            "nope",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "unknown policy" in proc.stderr
 
 
@@ -122,8 +160,9 @@ async def test_plot_writes_a_png(tmp_path):
 
 
 async def test_engines_in_a_child_process_report_the_same_way():
-    r = await run_scenario(load_config(LOCAL_REMOTE), SCENARIOS["smoke"], policy="round-robin", seed=1,
-                           engines_process=True)
+    r = await run_scenario(
+        load_config(LOCAL_REMOTE), SCENARIOS["smoke"], policy="round-robin", seed=1, engines_process=True
+    )
     req = r["requests"]
     assert req["errors"] == 0 and req["accounted"] and req["gateway_answered"] == req["sent"]
     assert sum(e["requests"] for e in r["engines"].values()) == req["sent"]
@@ -167,16 +206,34 @@ url = "http://10.1.2.3:8000/v1"
             await e.stop()
 
 
+@pytest.mark.slow  # a CLI in a child process that starts its own engines
 def test_cli_compare_prints_one_row_per_policy(tmp_path):
     out = tmp_path / "compare.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtest.swarm", "compare", "--scenario", "smoke", "--config", str(FOUR),
-         "--policies", "round-robin,least-active", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "loadtest.swarm",
+            "compare",
+            "--scenario",
+            "smoke",
+            "--config",
+            str(FOUR),
+            "--policies",
+            "round-robin,least-active",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split()[0] for line in proc.stdout.splitlines()[2:] if line.strip()]
     assert rows == ["round-robin", "least-active"]
     reports = orjson.loads(out.read_bytes())
     assert [r["policy"] for r in reports] == ["round-robin", "least-active"]
-    assert all(r["requests"]["sent"] == reports[0]["requests"]["sent"] and r["requests"]["errors"] == 0 for r in reports)
+    assert all(
+        r["requests"]["sent"] == reports[0]["requests"]["sent"] and r["requests"]["errors"] == 0 for r in reports
+    )

@@ -13,9 +13,13 @@ from policies import POLICIES
 
 def _report(hit: float, eng_ttft: float, ttft50: float, p99: float, waiting: float, errors: int = 0) -> dict[str, Any]:
     return {
-        "prefix_hit_rate": hit, "engine_ttft_mean_s": eng_ttft, "ttft_s": {"p50": ttft50},
-        "engine_e2e_p99_s": p99 / 2, "loop_lag_s": {"p99": 0.01},
-        "turns": {"latency_s": {"p99": p99}}, "waiting_peak": waiting,
+        "prefix_hit_rate": hit,
+        "engine_ttft_mean_s": eng_ttft,
+        "ttft_s": {"p50": ttft50},
+        "engine_e2e_p99_s": p99 / 2,
+        "loop_lag_s": {"p99": 0.01},
+        "turns": {"latency_s": {"p99": p99}},
+        "waiting_peak": waiting,
         "requests": {"sent": 100, "ok": 100 - errors, "errors": errors, "accounted": True, "gateway_answered": 100},
     }
 
@@ -36,8 +40,11 @@ def test_claims_fail_when_the_simulator_does_not_show_the_effect():
     results = check(no_gain, rr, rr, dropping)
     failed = {r["claim"] for r in results if not r["passed"] and r["judged"]}
     assert failed == {
-        "pinning raises the prefix-cache hit rate", "pinning cuts engine time to first token",
-        "overload grows the waiting queue", "overload grows tail latency", "overload drops no request",
+        "pinning raises the prefix-cache hit rate",
+        "pinning cuts engine time to first token",
+        "overload grows the waiting queue",
+        "overload grows tail latency",
+        "overload drops no request",
     }
     assert not passed(results)
 
@@ -59,8 +66,8 @@ def test_session_pin_is_stable_and_spreads_sessions():
     chosen = {}
     for s in range(200):
         ctx = SimpleNamespace(session_id=f"session-{s}")
-        first = pin.choose(deployments, ctx).name  # type: ignore[arg-type]
-        assert all(pin.choose(deployments, ctx).name == first for _ in range(3))  # type: ignore[arg-type]
+        first = pin.choose(deployments, ctx).name
+        assert all(pin.choose(deployments, ctx).name == first for _ in range(3))
         chosen[s] = first
     counts = [list(chosen.values()).count(d.name) for d in deployments]
     assert min(counts) > 25  # every engine gets a fair share of the sessions
