@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from tests.limits.helpers import settled
 
 KEY_BATCH = "sk-test-batch-only"  # team "batch": default class batch, may not ask for more
 MSG = [{"role": "user", "content": "hello"}]
+HOLD = "hold"  # the `user` (or its prefix) of a stream TinyEngine holds open at its gate
 
 
 class TinyEngine:
@@ -29,6 +30,11 @@ class TinyEngine:
 
     def __init__(self, tokens: int = 5, itl_s: float = 0.02, slots: int = 10_000) -> None:
         self.tokens, self.itl_s = tokens, itl_s
+        # A stream whose `user` starts with HOLD ends once `gate` is set, or `step()` lets it through
+        # (one per step, in the order they reached the gate).
+        self.gate = asyncio.Event()
+        self.held = 0  # HOLD streams waiting at the gate now
+        self._tickets = self._let_through = 0
         self.slots = asyncio.Semaphore(slots)  # beyond this many at once, requests queue in the engine
         self.running = self.peak = 0
         self.bodies: list[dict[str, Any]] = []
@@ -75,11 +81,29 @@ class TinyEngine:
             await asyncio.sleep(self.itl_s)
             chunk = {**base, "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
             await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        if str(body.get("user", "")).startswith(HOLD):
+            await self._hold()
         done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         last = {**base, "choices": [], "usage": usage}
         await resp.write(b"data: " + orjson.dumps(done) + b"\n\ndata: " + orjson.dumps(last) + b"\n\ndata: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+    async def _hold(self) -> None:
+        ticket, self._tickets = self._tickets, self._tickets + 1
+        self.held += 1
+        try:
+            while not (self.gate.is_set() or self._let_through > ticket):
+                await asyncio.sleep(0.005)
+        finally:
+            self.held -= 1
+
+    def close_gate(self) -> None:
+        self.gate.clear()
+        self._let_through = self._tickets
+
+    def step(self) -> None:
+        self._let_through += 1
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -142,18 +166,51 @@ async def test_a_burst_of_300_streams_into_64_slots_all_complete(tiny, gateway_f
     assert 'switchyard_queue_requests_total{class="interactive",model="chat",outcome="dispatched"}' in text
 
 
-async def _fill(c: openai.AsyncOpenAI, n: int) -> list[asyncio.Task[str]]:
-    """n streams of the engine's full length (`tokens`), holding n slots."""
-    tasks = [asyncio.create_task(stream_text(c, max_tokens=10_000)) for _ in range(n)]
-    await asyncio.sleep(0.15)  # they hold the slots
+async def _until(cond: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def _until_async(read: Callable[[], Any], what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await read():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def _fill(c: openai.AsyncOpenAI, engine: TinyEngine, n: int) -> list[asyncio.Task[str]]:
+    """n streams that hold n slots until `engine.gate` is set (the test decides when, not a timer)."""
+    engine.close_gate()
+    tasks = [asyncio.create_task(stream_text(c, max_tokens=10_000, user=HOLD)) for _ in range(n)]
+    await _until(lambda: engine.held >= n, f"{n} held streams")
     return tasks
+
+
+async def _queued(gw: Any, n: int) -> None:
+    """Waits until n requests wait in the gateway's admission queue."""
+    await _until(lambda: gw.gateway.admission.queue.count >= n, f"{n} queued requests")
+
+
+async def _heavy_then_fresh(c: openai.AsyncOpenAI, gw: Any, engine: TinyEngine) -> list[Any]:
+    """With the only slot held: a "heavy" session's request queues, then a "fresh" one's; then the
+    slot frees. Returns the `user` of the two requests in the order the engine got them."""
+    hold = await _fill(c, engine, 1)
+    heavy = asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": "heavy"}, user="heavy"))
+    await _queued(gw, 1)
+    fresh = asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": "fresh"}, user="fresh"))
+    await _queued(gw, 2)
+    engine.gate.set()
+    await asyncio.gather(*hold, heavy, fresh)
+    return [b.get("user") for b in engine.bodies[-2:]]
 
 
 async def test_interactive_overtakes_queued_batch(tiny, gateway_factory) -> None:
     engine = await tiny(tokens=10, itl_s=0.05)
     gw = await gateway_factory(config(engine, 1))
     c, batch = client(gw), client(gw, KEY_BATCH)
-    hold = await _fill(c, 1)
+    hold = await _fill(c, engine, 1)
     order: list[str] = []
 
     async def one(who: str, cl: openai.AsyncOpenAI) -> None:
@@ -161,66 +218,65 @@ async def test_interactive_overtakes_queued_batch(tiny, gateway_factory) -> None
         order.append(who)
 
     queued = [asyncio.create_task(one(f"batch-{i}", batch)) for i in range(3)]
-    await asyncio.sleep(0.1)
+    await _queued(gw, 3)
     queued.append(asyncio.create_task(one("interactive", c)))  # arrives last
+    await _queued(gw, 4)
+    engine.gate.set()
     await asyncio.gather(*hold, *queued)
     assert order[0] == "interactive", order
     assert [b["user"] for b in engine.bodies[1:]][0] == "interactive"
 
 
 async def test_a_fresh_session_overtakes_a_heavy_one(tiny, gateway_factory) -> None:
-    engine = await tiny(tokens=10, itl_s=0.03)
+    engine = await tiny(tokens=40, itl_s=0.01)
     gw = await gateway_factory(config(engine, 1))
     c = client(gw)
     for _ in range(3):  # the heavy session has consumed tokens already
-        await stream_text(c, extra_headers={"x-switchyard-session": "heavy"})
+        await stream_text(c, max_tokens=40, extra_headers={"x-switchyard-session": "heavy"})
     await settled(gw)
-    hold = await _fill(c, 1)
-    heavy = asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": "heavy"}, user="heavy"))
-    await asyncio.sleep(0.05)
-    fresh = asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": "fresh"}, user="fresh"))
-    await asyncio.gather(*hold, heavy, fresh)
-    served = [b.get("user") for b in engine.bodies[-2:]]
+    served = await _heavy_then_fresh(c, gw, engine)
     assert served == ["fresh", "heavy"], served
 
 
 async def test_fcfs_keeps_arrival_order(tiny, gateway_factory) -> None:
-    engine = await tiny(tokens=10, itl_s=0.03)
+    engine = await tiny(tokens=40, itl_s=0.01)
     gw = await gateway_factory(config(engine, 1, {"fairness": {"policy": "fcfs"}}))
     c = client(gw)
     for _ in range(3):
-        await stream_text(c, extra_headers={"x-switchyard-session": "heavy"})
-    hold = await _fill(c, 1)
-    heavy = asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": "heavy"}, user="heavy"))
-    await asyncio.sleep(0.05)
-    fresh = asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": "fresh"}, user="fresh"))
-    await asyncio.gather(*hold, heavy, fresh)
-    assert [b.get("user") for b in engine.bodies[-2:]] == ["heavy", "fresh"]
+        await stream_text(c, max_tokens=40, extra_headers={"x-switchyard-session": "heavy"})
+    await settled(gw)
+    served = await _heavy_then_fresh(c, gw, engine)
+    assert served == ["heavy", "fresh"], served
 
 
 async def test_a_starved_request_is_promoted(tiny, gateway_factory) -> None:
-    engine = await tiny(tokens=100, itl_s=0.05)
-    gw = await gateway_factory(config(engine, 1, {"fairness": {"promote_after_s": 1.0}}))
+    promote = 2.0
+    engine = await tiny(tokens=40, itl_s=0.01)
+    gw = await gateway_factory(config(engine, 1, {"fairness": {"promote_after_s": promote}}))
     c = client(gw)
     for _ in range(3):
-        await stream_text(c, extra_headers={"x-switchyard-session": "heavy"})
-    hold = [asyncio.create_task(stream_text(c, max_tokens=12))]  # holds the slot ~0.6 s
-    await asyncio.sleep(0.15)
-    heavy = asyncio.create_task(
-        stream_text(c, max_tokens=12, extra_headers={"x-switchyard-session": "heavy"}, user="heavy")
-    )
-    await asyncio.sleep(0.05)
-    # fresh sessions (each ~0.6 s) would keep overtaking it; past promote_after_s it goes first
+        await stream_text(c, max_tokens=40, extra_headers={"x-switchyard-session": "heavy"})
+    await settled(gw)
+    hold = await _fill(c, engine, 1)
+    heavy = asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": "heavy"}, user="heavy"))
+    await _queued(gw, 1)
+    queued_at = time.monotonic()
+    # six fresh sessions, each held at the engine until the test lets it through
     fresh = [
-        asyncio.create_task(
-            stream_text(c, max_tokens=12, extra_headers={"x-switchyard-session": f"f{i}"}, user=f"f{i}")
-        )
+        asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": f"f{i}"}, user=f"{HOLD}-f{i}"))
         for i in range(6)
     ]
+    await _queued(gw, 7)
+    assert time.monotonic() - queued_at < promote, "the machine is too slow for this test's timing"
+    sent = len(engine.bodies)
+    engine.step()  # the slot frees before heavy waited promote_after_s: a fresh session overtakes it
+    await _until(lambda: len(engine.bodies) == sent + 1 and engine.held == 1, "the first fresh session")
+    await asyncio.sleep(max(0.0, queued_at + promote + 0.1 - time.monotonic()))
+    engine.step()  # now heavy has waited past promote_after_s: it goes ahead of five fresher sessions
+    await _until(lambda: len(engine.bodies) == sent + 2, "the next request")
+    engine.gate.set()
     await asyncio.gather(*hold, heavy, *fresh)
     users = [b.get("user") for b in engine.bodies[-7:]]
-    # the first fresh session overtakes it; then it has waited past promote_after_s and goes next,
-    # ahead of five fresher sessions that would otherwise keep overtaking it
     assert users.index("heavy") == 1, users
 
 
@@ -228,7 +284,7 @@ async def test_past_its_deadline_a_request_gets_503_with_retry_after(tiny, gatew
     engine = await tiny(tokens=40, itl_s=0.05)
     gw = await gateway_factory(config(engine, 1, {"classes": {"interactive": {"max_wait_s": 0.3}}}))
     c = client(gw)
-    hold = await _fill(c, 1)
+    hold = await _fill(c, engine, 1)
     t0 = time.monotonic()
     with pytest.raises(openai.APIStatusError) as e:
         await stream_text(c)
@@ -238,29 +294,34 @@ async def test_past_its_deadline_a_request_gets_503_with_retry_after(tiny, gatew
     with pytest.raises(openai.APIStatusError) as e2:  # a client may ask for a shorter wait
         await stream_text(c, extra_headers={"x-switchyard-max-wait": "0"})
     assert e2.value.code == "queue_timeout"
-    for t in hold:
-        t.cancel()
+    engine.gate.set()
+    await asyncio.gather(*hold)
 
 
 async def test_the_bound_sheds_the_lowest_class_newest_first(tiny, gateway_factory) -> None:
     engine = await tiny(tokens=20, itl_s=0.05)
     gw = await gateway_factory(config(engine, 1, {"max_queued": 2}))
     c, batch = client(gw), client(gw, KEY_BATCH)
-    hold = await _fill(c, 1)
+    hold = await _fill(c, engine, 1)
     b1 = asyncio.create_task(stream_text(batch, user="b1"))
-    await asyncio.sleep(0.05)
+    await _queued(gw, 1)
     b2 = asyncio.create_task(stream_text(batch, user="b2"))
-    await asyncio.sleep(0.05)
+    await _queued(gw, 2)
     i1 = asyncio.create_task(stream_text(c, user="i1"))  # full: the newest batch request is shed for it
-    results = await asyncio.gather(b1, b2, i1, *hold, return_exceptions=True)
-    assert isinstance(results[1], openai.APIStatusError) and results[1].code == "queue_full"
-    assert results[1].status_code == 503 and results[1].response.headers["Retry-After"]
-    assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
+    with pytest.raises(openai.APIStatusError) as shed:
+        await b2
+    engine.gate.set()
+    assert shed.value.code == "queue_full"
+    assert shed.value.status_code == 503 and shed.value.response.headers["Retry-After"]
+    await asyncio.gather(b1, i1, *hold)  # the older batch request and the interactive one are served
+    hold2 = await _fill(c, engine, 1)
+    hold2 += [asyncio.create_task(stream_text(c, user="i2")) for _ in range(2)]
+    await _queued(gw, 2)
     with pytest.raises(openai.APIStatusError) as e:  # full of interactive: a batch arrival is shed itself
-        hold2 = await _fill(c, 3)
         await stream_text(batch)
     assert e.value.code == "queue_full"
-    await asyncio.gather(*hold2, return_exceptions=True)
+    engine.gate.set()
+    await asyncio.gather(*hold2)
 
 
 async def test_a_client_that_leaves_the_queue_is_not_charged(tiny, gateway_factory, tmp_path) -> None:
@@ -273,13 +334,13 @@ async def test_a_client_that_leaves_the_queue_is_not_charged(tiny, gateway_facto
     }
     gw = await gateway_factory(raw)
     c = client(gw)
-    hold = await _fill(c, 1)
+    hold = await _fill(c, engine, 1)
     waiting = asyncio.create_task(stream_text(c))
-    await asyncio.sleep(0.2)
-    assert gw.gateway.admission is not None and gw.gateway.admission.queue.count == 1
+    await _queued(gw, 1)
     waiting.cancel()
-    await asyncio.sleep(0.8)  # a FIN is a disconnect once server.half_close_grace_s (0.5 s) has passed
-    assert gw.gateway.admission.queue.count == 0  # left the queue
+    # a FIN is a disconnect once server.half_close_grace_s (0.5 s) has passed
+    await _until(lambda: gw.gateway.admission.queue.count == 0, "the cancelled request to leave the queue")
+    engine.gate.set()
     await asyncio.gather(*hold)
     await settled(gw)
     report = await gw.gateway.limits.spend(team="research")
@@ -292,7 +353,7 @@ async def test_the_keys_ceiling_holds(tiny, gateway_factory) -> None:
     engine = await tiny(tokens=10, itl_s=0.05)
     gw = await gateway_factory(config(engine, 1))
     c, batch = client(gw), client(gw, KEY_BATCH)
-    hold = await _fill(c, 1)
+    hold = await _fill(c, engine, 1)
     order: list[str] = []
 
     async def one(who: str, cl: openai.AsyncOpenAI, prio: str) -> None:
@@ -300,10 +361,12 @@ async def test_the_keys_ceiling_holds(tiny, gateway_factory) -> None:
         order.append(who)
 
     lowered = asyncio.create_task(one("lowered", c, "batch"))  # a client may lower its own class
-    await asyncio.sleep(0.05)
+    await _queued(gw, 1)
     raised = asyncio.create_task(one("raised", batch, "interactive"))  # ... never raise it past the ceiling
-    await asyncio.sleep(0.05)
+    await _queued(gw, 2)
     normal = asyncio.create_task(one("normal", c, "interactive"))
+    await _queued(gw, 3)
+    engine.gate.set()
     await asyncio.gather(*hold, lowered, raised, normal)
     assert order == ["normal", "lowered", "raised"], order
     with pytest.raises(openai.BadRequestError):
@@ -343,7 +406,7 @@ async def test_attained_service_is_shared_between_gateways_through_redis(tiny, g
     import os
     import uuid
 
-    engine = await tiny(tokens=10, itl_s=0.03)
+    engine = await tiny(tokens=40, itl_s=0.01)
     redis = {
         "url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "key_prefix": f"sy-{uuid.uuid4().hex[:8]}:",
@@ -351,13 +414,10 @@ async def test_attained_service_is_shared_between_gateways_through_redis(tiny, g
     a = await gateway_factory({**config(engine, 1), "redis": redis})
     b = await gateway_factory({**config(engine, 1), "redis": redis})
     for _ in range(3):  # the heavy session consumes through gateway A ...
-        await stream_text(client(a), extra_headers={"x-switchyard-session": "heavy"})
+        await stream_text(client(a), max_tokens=40, extra_headers={"x-switchyard-session": "heavy"})
     await settled(a)
-    await asyncio.sleep(0.1)  # the shared figure is written by a background Lua call
-    c = client(b)  # ... and is behind a fresh session in gateway B's queue
-    hold = await _fill(c, 1)
-    heavy = asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": "heavy"}, user="heavy"))
-    await asyncio.sleep(0.05)
-    fresh = asyncio.create_task(stream_text(c, extra_headers={"x-switchyard-session": "fresh"}, user="fresh"))
-    await asyncio.gather(*hold, heavy, fresh)
-    assert [x.get("user") for x in engine.bodies[-2:]] == ["fresh", "heavy"]
+    service = b.gateway.admission.service  # the shared figure is written by a background Lua call
+    await _until_async(lambda: service.get("research|heavy"), "the heavy session's figure in Redis")
+    # ... and gateway B, which never served it, puts it behind a fresh session
+    served = await _heavy_then_fresh(client(b), b, engine)
+    assert served == ["fresh", "heavy"], served
