@@ -70,6 +70,19 @@ def to_config(raw: dict[str, Any]) -> Config:
     return parse_config(orjson.dumps(raw).decode(), fmt="yaml", env={})  # JSON is YAML
 
 
+@pytest.fixture(autouse=True)
+def _default_logging() -> None:
+    """Each test starts from structlog's defaults, whatever an earlier test on this worker configured:
+    a configuration that caches loggers binds a gateway's logger, at its first use, to that earlier
+    test's writer and level (a test that reads log lines then sees none)."""
+    import structlog
+
+    from gateway.logs import reset_logging
+
+    if structlog.is_configured():
+        reset_logging()
+
+
 @pytest.fixture
 async def engine_factory() -> AsyncIterator[Callable[..., Any]]:
     started: list[SimEngine] = []

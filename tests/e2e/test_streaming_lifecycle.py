@@ -9,7 +9,7 @@ import time
 
 import orjson
 
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, reset_logging
 from tests.conftest import KEY_ALL, gateway_config, sdk
 
 MESSAGES = [{"role": "user", "content": "tell me a long story"}]
@@ -79,10 +79,13 @@ async def test_equal_weights_share_load(engine_factory, gateway_factory) -> None
         await s.close()
 
 
-async def test_one_structured_log_line_per_request_without_secrets(gateway) -> None:
+async def test_one_structured_log_line_per_request_without_secrets(gateway_factory, engines) -> None:
     out = io.BytesIO()
+    # logging is configured before the gateway exists, as `switchyard serve` does: structlog binds a
+    # logger to the configuration in force at its first use (an earlier test's, on a shared worker)
     writer = configure_logging("info", "json", out=out)
     try:
+        gateway = await gateway_factory(gateway_config(engines))
         await sdk(gateway).chat.completions.create(model="chat", messages=MESSAGES, max_tokens=3)
         # the line is written after the answer (the settle task, then the log thread): wait for it
         # rather than for a fixed time, which a loaded machine can outlast
@@ -92,7 +95,7 @@ async def test_one_structured_log_line_per_request_without_secrets(gateway) -> N
         await asyncio.sleep(0.2)  # and long enough for a second line to show, were there one
     finally:
         writer.close()
-        configure_logging("warning", "json")
+        reset_logging()
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     requests = [line for line in lines if line["event"] == "request"]
     assert len(requests) == 1
