@@ -55,14 +55,18 @@ async def hedged(gw: "Gateway", candidates: "Candidates", first: Attempt, settin
         assert error is not None
         raise error
     finally:
+        me = asyncio.current_task()
+        cancels = me.cancelling() if me is not None else 0
         for task, attempt in tasks.items():
             if not task.done():
                 task.cancel()
                 try:
                     await task
-                except BaseException:
+                except BaseException:  # the loser's own end; a cancellation of this request is counted
                     pass
                 _lost(attempt, Outcome(attempt.deployment.hedge_lost()) if decided else Outcome.NEUTRAL)
+        if me is not None and me.cancelling() > cancels:  # the client left while a loser let go
+            raise asyncio.CancelledError
 
 
 def _lost(attempt: Attempt, outcome: Outcome) -> None:
