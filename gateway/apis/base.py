@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -112,23 +112,42 @@ def chat_error(chat_body: bytes) -> tuple[str, str | None, str | None]:
     return text or "The upstream model returned an error.", None, None
 
 
-def chunk_choice(chunk: dict[str, Any]) -> dict[str, Any] | None:
-    """The first choice (index 0) of a streamed chat completion chunk; None when it has none (a
-    usage-only chunk, another choice's delta): what the translating streams read of each chunk."""
+class ChatChunk(NamedTuple):
+    """What a translating stream reads of one streamed chat completion chunk (choice index 0)."""
+
+    error: str | None  # an error chunk sent mid-stream (vLLM, litellm): its message
+    usage: dict[str, Any] | None
+    text: Any  # delta.content
+    tool_calls: list[dict[str, Any]]  # delta.tool_calls fragments
+    finish_reason: str | None
+    stop_reason: Any  # vLLM's matched stop string, beside finish_reason
+
+
+def read_chunk(chunk: dict[str, Any]) -> ChatChunk:
+    """One chunk as the translating streams (Messages, Responses) read it. A usage-only chunk, or
+    another choice's delta, carries no text, tool calls or finish reason."""
+    err = chunk.get("error")
+    if err is not None:
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            message = err["message"]
+        else:
+            message = str(err) if err else "The upstream stream failed."
+        return ChatChunk(message, None, None, [], None, None)
+    usage = chunk.get("usage")
+    usage = usage if isinstance(usage, dict) else None
     choices = chunk.get("choices")
-    if not choices:
-        return None
-    choice = choices[0]
+    choice = choices[0] if choices else None
     if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-        return None
-    return choice
-
-
-def stream_error_message(err: Any) -> str:
-    """The message of an error chunk sent mid-stream (vLLM, litellm)."""
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return err["message"]
-    return str(err) if err else "The upstream stream failed."
+        return ChatChunk(None, usage, None, [], None, None)
+    delta = choice.get("delta")
+    text, calls = None, []
+    if isinstance(delta, dict):
+        text = delta.get("content")
+        calls = [c for c in delta.get("tool_calls") or () if isinstance(c, dict)]
+    reason = choice.get("finish_reason")
+    if not (reason and isinstance(reason, str)):
+        return ChatChunk(None, usage, text, calls, None, None)
+    return ChatChunk(None, usage, text, calls, reason, choice.get("stop_reason"))
 
 
 def choice0(chat: dict[str, Any]) -> dict[str, Any]:

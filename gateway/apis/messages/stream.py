@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.apis.base import chunk_choice, sse, stream_error_message
+from gateway.apis.base import read_chunk, sse
 from gateway.apis.messages.response import stop_reason, usage_of
 
 
@@ -59,35 +59,27 @@ class MessagesStream:
         return sse("message_start", {"type": "message_start", "message": message}) + sse("ping", {"type": "ping"})
 
     def feed(self, event: dict[str, Any]) -> bytes:
-        if event.get("error") is not None:  # an error chunk mid-stream (vLLM, litellm): end the stream
-            return self.fail(stream_error_message(event["error"]))
-        usage = event.get("usage")
-        if isinstance(usage, dict):
-            self.usage = usage
-        choice = chunk_choice(event)
-        if choice is None:
-            return b""
+        chunk = read_chunk(event)
+        if chunk.error is not None:  # an error chunk mid-stream (vLLM, litellm): end the stream
+            return self.fail(chunk.error)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
         out = b""
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            text = delta.get("content")
-            if text:
-                if self._open != "text":
-                    out += self._open_block({"type": "text", "text": ""}, "text")
-                out += sse(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": self._index,
-                        "delta": {"type": "text_delta", "text": text},
-                    },
-                )
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    out += self._call(call)
-        if choice.get("finish_reason") and isinstance(choice["finish_reason"], str):
-            self.finish_reason = choice["finish_reason"]
-            self._matched = choice.get("stop_reason")
+        if chunk.text:
+            if self._open != "text":
+                out += self._open_block({"type": "text", "text": ""}, "text")
+            out += sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": self._index,
+                    "delta": {"type": "text_delta", "text": chunk.text},
+                },
+            )
+        for call in chunk.tool_calls:
+            out += self._call(call)
+        if chunk.finish_reason is not None:
+            self.finish_reason, self._matched = chunk.finish_reason, chunk.stop_reason
         return out
 
     def finish(self, usage: dict[str, Any] | None = None) -> bytes:

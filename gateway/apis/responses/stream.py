@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from gateway.apis.base import chunk_choice, new_id, stream_error_message
+from gateway.apis.base import new_id, read_chunk
 from gateway.apis.responses.response import INCOMPLETE, call_item, finalize, message_item
 from gateway.apis.responses.response import assistant_message as chat_assistant
 
@@ -62,27 +62,18 @@ class ResponsesStream:
         )
 
     def feed(self, event: dict[str, Any]) -> bytes:
-        if event.get("error") is not None:  # an error chunk mid-stream (vLLM, litellm): end the stream
-            return self.fail(stream_error_message(event["error"]))
-        usage = event.get("usage")
-        if isinstance(usage, dict):
-            self.usage = usage
-        choice = chunk_choice(event)
-        if choice is None:
-            return b""
+        chunk = read_chunk(event)
+        if chunk.error is not None:  # an error chunk mid-stream (vLLM, litellm): end the stream
+            return self.fail(chunk.error)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
         out = b""
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            text = delta.get("content")
-            if text:
-                out += self._text_delta(text)
-            calls = delta.get("tool_calls")
-            if calls:
-                for call in calls:
-                    if isinstance(call, dict):
-                        out += self._call_delta(call)
-        if choice.get("finish_reason") and isinstance(choice["finish_reason"], str):
-            self.finish_reason = choice["finish_reason"]
+        if chunk.text:
+            out += self._text_delta(chunk.text)
+        for call in chunk.tool_calls:
+            out += self._call_delta(call)
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
         return out
 
     def finish(self, usage: dict[str, Any] | None = None) -> bytes:
